@@ -1,0 +1,64 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kit::config::{CacheUrl, HttpArgs, TokenArgs, parse_cache_url};
+
+use crate::routes::{DEFAULT_ROUTES, RouteTable};
+
+fn parse_upstreams(s: &str) -> Result<BTreeMap<String, url::Url>, String> {
+    let mut map = BTreeMap::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, url) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("`{entry}`: expected service=http://host:port"))?;
+        let url = url::Url::parse(url).map_err(|e| format!("`{entry}`: {e}"))?;
+        if url.scheme() != "http" {
+            return Err(format!("`{entry}`: only http:// upstreams are supported"));
+        }
+        map.insert(name.to_string(), url);
+    }
+    Ok(map)
+}
+
+fn parse_routes(s: &str) -> Result<RouteTable, String> {
+    RouteTable::parse(s)
+}
+
+/// `emporium serve gateway`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GatewayConfig {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+    /// Where each service listens: `identity=http://identity:8080,catalog=http://catalog:8080,…`.
+    #[arg(long, env = "EMPORIUM_UPSTREAMS", value_name = "EMPORIUM_UPSTREAMS", value_parser = parse_upstreams)]
+    pub upstreams: BTreeMap<String, url::Url>,
+    /// Route table: `prefix=service:access,…` (access: public, public-read, optional, protected).
+    #[arg(long, env = "EMPORIUM_GATEWAY_ROUTES", value_name = "EMPORIUM_GATEWAY_ROUTES", default_value = DEFAULT_ROUTES, value_parser = parse_routes, hide_default_value = true)]
+    pub routes: RouteTable,
+    /// Redis (redis://…) to share rate limits between replicas, or memory://.
+    #[arg(long, env = "EMPORIUM_CACHE_URL", value_name = "EMPORIUM_CACHE_URL", value_parser = parse_cache_url, default_value = "memory://", hide_env_values = true)]
+    pub cache_url: CacheUrl,
+    /// Sustained requests per second allowed per client.
+    #[arg(long, env = "EMPORIUM_RATE_LIMIT_PER_SECOND", default_value_t = 50.0)]
+    pub rate_limit_per_second: f64,
+    /// Requests a client may make at once.
+    #[arg(long, env = "EMPORIUM_RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+    /// Sign-in attempts per minute allowed per client.
+    #[arg(long, env = "EMPORIUM_LOGIN_RATE_LIMIT_PER_MINUTE", default_value_t = 10.0)]
+    pub login_rate_limit_per_minute: f64,
+    /// Sign-in attempts a client may make at once.
+    #[arg(long, env = "EMPORIUM_LOGIN_RATE_LIMIT_BURST", default_value_t = 5)]
+    pub login_rate_limit_burst: u32,
+    /// Longest wait for an upstream's response headers, in seconds.
+    #[arg(long, env = "EMPORIUM_UPSTREAM_TIMEOUT_SECS", default_value = "15", value_parser = kit::config::parse_duration_secs)]
+    pub upstream_timeout: Duration,
+    /// Origins allowed by CORS, comma-separated (`*` for any); none by default.
+    #[arg(long, env = "EMPORIUM_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+    /// Take the client address from an incoming X-Forwarded-For (behind a trusted load balancer).
+    #[arg(long, env = "EMPORIUM_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+}

@@ -1,0 +1,7 @@
+//! Identity's tables. Portable SQL through sqlx's `Any` driver.
+
+pub mod refresh_tokens;
+pub mod users;
+
+pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -1,0 +1,164 @@
+//! A service's database: PostgreSQL in production, a SQLite file embedded.
+//! Queries are written once in portable SQL through sqlx's `Any` driver
+//! (`$1` placeholders work on both); each service keeps one migration
+//! folder per backend so PostgreSQL-only strengths stay in its own.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+use crate::config::DatabaseUrl;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Clone)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot create the directory for {path}: {source}")]
+    Directory {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl Database {
+    pub async fn connect(url: &DatabaseUrl) -> Result<Self, DbError> {
+        Self::connect_with(url, 10).await
+    }
+
+    pub async fn connect_with(url: &DatabaseUrl, max_connections: u32) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        match url {
+            DatabaseUrl::Postgres(u) => {
+                let opts = AnyConnectOptions::from_str(u).map_err(DbError::Connect)?;
+                let pool = AnyPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(opts)
+                    .await
+                    .map_err(DbError::Connect)?;
+                Ok(Self {
+                    pool,
+                    backend: Backend::Postgres,
+                })
+            }
+            DatabaseUrl::Sqlite(u) => {
+                let path = u.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let path = path.split('?').next().unwrap_or(path);
+                if path != ":memory:" {
+                    if let Some(dir) = std::path::Path::new(path).parent() {
+                        if !dir.as_os_str().is_empty() {
+                            std::fs::create_dir_all(dir).map_err(|source| DbError::Directory {
+                                path: path.to_string(),
+                                source,
+                            })?;
+                        }
+                    }
+                }
+                let with_mode = if u.contains('?') {
+                    u.clone()
+                } else {
+                    format!("{u}?mode=rwc")
+                };
+                let opts = AnyConnectOptions::from_str(&with_mode).map_err(DbError::Connect)?;
+                let pool = AnyPoolOptions::new()
+                    .max_connections(max_connections.min(4))
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            // WAL lets readers run beside the one writer; the
+                            // busy timeout queues writers instead of failing.
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA busy_timeout = 10000").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(opts)
+                    .await
+                    .map_err(DbError::Connect)?;
+                Ok(Self {
+                    pool,
+                    backend: Backend::Sqlite,
+                })
+            }
+        }
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Begin a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`) so two writers queue on the busy timeout rather
+    /// than deadlock when a reader upgrades.
+    pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Postgres => self.pool.begin().await,
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+        }
+    }
+
+    /// Apply the migrations for this backend.
+    pub async fn migrate(&self, postgres: &Migrator, sqlite: &Migrator) -> Result<(), DbError> {
+        match self.backend {
+            Backend::Postgres => postgres.run(&self.pool).await?,
+            Backend::Sqlite => sqlite.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), String> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The name of the violated constraint, if `err` is a unique or check
+/// violation: lets storage code turn a named constraint into a client error
+/// instead of checking first and racing.
+pub fn violated_constraint(err: &sqlx::Error) -> Option<String> {
+    let db = err.as_database_error()?;
+    if let Some(c) = db.constraint() {
+        return Some(c.to_string());
+    }
+    // SQLite reports no constraint name: "UNIQUE constraint failed: users.email".
+    let msg = db.message();
+    msg.strip_prefix("UNIQUE constraint failed: ")
+        .map(|cols| cols.to_string())
+}
+
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .map(|e| e.is_unique_violation())
+        .unwrap_or(false)
+}

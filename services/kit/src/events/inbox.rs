@@ -1,0 +1,27 @@
+//! The consumer side of exactly-once effect: a handler records the event id
+//! in the same transaction as its effects; a redelivered event finds its id
+//! already there and changes nothing.
+
+use sqlx::{Any, Transaction};
+
+use super::envelope::Envelope;
+use crate::clock::now_millis;
+
+/// Claim `event` for `consumer` inside `tx`. `false` means it was already
+/// handled: commit nothing else and acknowledge.
+pub async fn first_delivery(
+    tx: &mut Transaction<'static, Any>,
+    consumer: &str,
+    event: &Envelope,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (consumer, event_id) DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(event.id.to_string())
+    .bind(now_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

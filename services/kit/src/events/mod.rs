@@ -1,0 +1,18 @@
+//! Domain events: the envelope, the bus that carries it (RabbitMQ or in
+//! process), the transactional outbox that publishes it, and the inbox that
+//! makes consumers idempotent.
+
+mod amqp;
+mod bus;
+mod envelope;
+pub mod inbox;
+mod memory;
+pub mod outbox;
+mod schema;
+
+pub use bus::{
+    DeadLetter, EventBus, EventHandler, HandlerError, RetryPolicy, Subscription, Topology,
+};
+pub use envelope::Envelope;
+pub use outbox::{Outbox, OutboxRelay};
+pub use schema::ensure_schema;

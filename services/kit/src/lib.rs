@@ -1,0 +1,16 @@
+//! The little every Emporium service shares. Mechanisms only: no product,
+//! order or cart type lives here.
+
+pub mod auth;
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod events;
+pub mod health;
+pub mod http;
+pub mod json;
+pub mod problem;
+pub mod telemetry;
+
+pub use problem::{FieldError, Problem};

@@ -1,0 +1,315 @@
+//! `cargo xtask test`: lint, provision the backends, then run the suite
+//! twice, once on the embedded adapters and once on the real ones.
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+use crate::cmd::{self, step};
+use crate::provision::{self, Backend, Urls};
+
+/// Which adapters the suite runs against (`EMPORIUM_TEST_BACKENDS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Set {
+    /// SQLite, in-process bus and cache: the whole workspace.
+    Embedded,
+    /// PostgreSQL, Redis and RabbitMQ: the end-to-end and behaviour suites.
+    Real,
+}
+
+impl Set {
+    pub fn name(self) -> &'static str {
+        match self {
+            Set::Embedded => "embedded",
+            Set::Real => "real",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Set> {
+        match text {
+            "embedded" => Ok(Set::Embedded),
+            "real" => Ok(Set::Real),
+            other => bail!("unknown test set `{other}`: expected `embedded` or `real`"),
+        }
+    }
+
+    /// What the set tests: the real backends only matter to the crate whose
+    /// suites talk to them.
+    fn packages(self) -> &'static [&'static str] {
+        match self {
+            Set::Embedded => &["--workspace"],
+            Set::Real => &["-p", "emporium-tests"],
+        }
+    }
+}
+
+pub struct Options {
+    /// Run `cargo fmt --check` and `cargo clippy` first.
+    pub lint: bool,
+    /// Run only this set (both when `None`).
+    pub only: Option<Set>,
+    /// Provision, then print the commands instead of running them.
+    pub dry_run: bool,
+    /// Passed to the test runner after `--` (filters, `--nocapture`, ...).
+    pub runner_args: Vec<String>,
+}
+
+pub fn run(root: &Path, options: &Options) -> Result<ExitCode> {
+    if options.lint {
+        lint(options.dry_run)?;
+    }
+
+    let sets = match options.only {
+        Some(set) => vec![set],
+        None => vec![Set::Embedded, Set::Real],
+    };
+    let urls = if sets.contains(&Set::Real) {
+        let urls = provision::provision(root)?;
+        drop_leftover_databases(&urls.postgres, options.dry_run)?;
+        Some(urls)
+    } else {
+        None
+    };
+
+    let nextest = cmd::succeeds(cargo().args(["nextest", "--version"]));
+    let mut outcomes = Vec::new();
+    for set in sets {
+        let commands = commands_for(set, urls.as_ref(), nextest, &options.runner_args);
+        if options.dry_run {
+            step(set.name(), "would run:");
+            for command in &commands {
+                println!("{}", cmd::display(command));
+            }
+            continue;
+        }
+        step(
+            set.name(),
+            format!("running the suite on the {} backends", set.name()),
+        );
+        let started = Instant::now();
+        let mut failure = None;
+        for mut command in commands {
+            let status = cmd::status(&mut command)?;
+            if !status.success() && failure.is_none() {
+                failure = Some(format!(
+                    "`{}` failed ({status})",
+                    cmd::display_argv(&command)
+                ));
+            }
+        }
+        outcomes.push((set, started.elapsed(), failure));
+    }
+
+    let mut failed = false;
+    for (set, took, failure) in &outcomes {
+        match failure {
+            None => step(
+                "summary",
+                format!("{}: passed in {}", set.name(), human(*took)),
+            ),
+            Some(why) => {
+                failed = true;
+                step(
+                    "summary",
+                    format!("{}: FAILED in {}: {why}", set.name(), human(*took)),
+                );
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn lint(dry_run: bool) -> Result<()> {
+    if dry_run {
+        step("lint", "would run:");
+    } else {
+        step("lint", "cargo fmt --check and cargo clippy -D warnings");
+    }
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    for mut command in [fmt, clippy] {
+        if dry_run {
+            println!("{}", cmd::display(&command));
+        } else if !cmd::status(&mut command)?.success() {
+            bail!(
+                "`{}` failed; fix what it reports (or skip linting with --no-lint)",
+                cmd::display(&command)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The commands that run one set. nextest runs the tests when it is
+/// installed; it skips doctests, so `cargo test --doc` runs those, in the
+/// embedded set only: doctests touch no backend, and when `emporium-tests`
+/// holds only tests/, `cargo test -p emporium-tests --doc` fails with "no
+/// library targets found".
+fn commands_for(
+    set: Set,
+    urls: Option<&Urls>,
+    nextest: bool,
+    runner_args: &[String],
+) -> Vec<Command> {
+    let runner = |subcommand: &[&str], extra: &[&str]| {
+        let mut command = cargo();
+        command.env("EMPORIUM_TEST_BACKENDS", set.name());
+        match (set, urls) {
+            (Set::Real, Some(urls)) => {
+                command.envs(urls.env());
+            }
+            // Embedded means embedded, whatever the caller's shell exports.
+            _ => {
+                for backend in Backend::ALL {
+                    command.env_remove(backend.env_var());
+                }
+            }
+        }
+        command.args(subcommand).args(set.packages()).args(extra);
+        if !runner_args.is_empty() {
+            command.arg("--").args(runner_args);
+        }
+        command
+    };
+    match (nextest, set) {
+        (true, Set::Embedded) => vec![
+            runner(&["nextest", "run"], &[]),
+            runner(&["test"], &["--doc"]),
+        ],
+        (true, Set::Real) => vec![runner(&["nextest", "run"], &[])],
+        (false, _) => vec![runner(&["test"], &[])],
+    }
+}
+
+/// Tests create databases named `emporium_test_*` and drop them when they
+/// finish; a crashed or interrupted run leaves some behind.
+fn drop_leftover_databases(url: &str, dry_run: bool) -> Result<()> {
+    let Some(mut list) = provision::psql(url) else {
+        step(
+            "postgres",
+            "psql is not installed; not dropping leftover test databases",
+        );
+        return Ok(());
+    };
+    let names = cmd::capture(list.args([
+        "-Atc",
+        r"select datname from pg_database where datname like 'emporium\_test\_%'",
+    ]))?;
+    let names: Vec<&str> = names.lines().filter(|name| !name.is_empty()).collect();
+    if names.is_empty() {
+        step("postgres", "no leftover test databases");
+        return Ok(());
+    }
+    if dry_run {
+        step(
+            "postgres",
+            format!(
+                "would drop {} leftover test databases: {}",
+                names.len(),
+                names.join(", ")
+            ),
+        );
+        return Ok(());
+    }
+    step(
+        "postgres",
+        format!("dropping {} leftover test databases", names.len()),
+    );
+    // One psql, one -c per database: DROP DATABASE cannot share a transaction.
+    let Some(mut drop) = provision::psql(url) else {
+        return Ok(());
+    };
+    for name in names {
+        let name = name.replace('"', "\"\"");
+        drop.arg("-c")
+            .arg(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+    }
+    cmd::run(&mut drop)
+}
+
+/// `cargo`, the same one that runs xtask.
+fn cargo() -> Command {
+    // Prefer the name on PATH (through rustup it honours the toolchain file,
+    // and it reads well in the echoed command lines).
+    match cmd::find("cargo") {
+        Some(_) => Command::new("cargo"),
+        None => Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())),
+    }
+}
+
+fn human(took: Duration) -> String {
+    let secs = took.as_secs();
+    if secs >= 60 {
+        format!("{}m {:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{:.1}s", took.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn urls() -> Urls {
+        Urls {
+            postgres: "postgres://pg".into(),
+            redis: "redis://r".into(),
+            amqp: "amqp://a".into(),
+        }
+    }
+
+    fn lines(commands: &[Command]) -> Vec<String> {
+        commands.iter().map(cmd::display).collect()
+    }
+
+    #[test]
+    fn embedded_runs_the_workspace_without_urls() {
+        let commands = commands_for(Set::Embedded, Some(&urls()), false, &[]);
+        assert_eq!(
+            lines(&commands),
+            ["EMPORIUM_TEST_BACKENDS=embedded cargo test --workspace"]
+        );
+    }
+
+    #[test]
+    fn real_passes_the_urls_and_runner_args() {
+        let commands = commands_for(Set::Real, Some(&urls()), false, &["identity".into()]);
+        assert_eq!(
+            lines(&commands),
+            [
+                "EMPORIUM_TEST_AMQP_URL=amqp://a EMPORIUM_TEST_BACKENDS=real \
+              EMPORIUM_TEST_POSTGRES_URL=postgres://pg EMPORIUM_TEST_REDIS_URL=redis://r \
+              cargo test -p emporium-tests -- identity"
+            ]
+        );
+    }
+
+    #[test]
+    fn nextest_runs_doctests_with_the_embedded_set() {
+        let real = commands_for(Set::Real, Some(&urls()), true, &[]);
+        assert_eq!(real.len(), 1);
+        let commands = commands_for(Set::Embedded, None, true, &[]);
+        assert_eq!(
+            lines(&commands),
+            [
+                "EMPORIUM_TEST_BACKENDS=embedded cargo nextest run --workspace",
+                "EMPORIUM_TEST_BACKENDS=embedded cargo test --workspace --doc",
+            ]
+        );
+    }
+}
