@@ -1,1 +1,6 @@
-fn main(){}
+//! Behaviour and end-to-end tests. Every test runs against the backend set
+//! chosen by `EMPORIUM_TEST_BACKENDS` (see `emporium_tests`).
+
+mod events;
+mod gateway;
+mod identity;

@@ -39,9 +39,14 @@ pub enum MigrateService {
 pub async fn migrate(service: MigrateService) -> anyhow::Result<()> {
     match service {
         MigrateService::Identity { database_url } => {
-            let db = Database::connect(&database_url).await.context("EMPORIUM_DATABASE_URL")?;
-            db.migrate(&identity::storage::POSTGRES_MIGRATIONS, &identity::storage::SQLITE_MIGRATIONS)
-                .await?;
+            let db = Database::connect(&database_url)
+                .await
+                .context("EMPORIUM_DATABASE_URL")?;
+            db.migrate(
+                &identity::storage::POSTGRES_MIGRATIONS,
+                &identity::storage::SQLITE_MIGRATIONS,
+            )
+            .await?;
             kit::events::ensure_schema(&db).await?;
             println!("identity: migrations applied");
             Ok(())

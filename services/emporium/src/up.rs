@@ -56,8 +56,12 @@ async fn loopback() -> anyhow::Result<(TcpListener, url::Url)> {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
     let shutdown = CancellationToken::new();
     let bus = EventBus::memory();
     let cache = Cache::memory("emporium");
@@ -67,8 +71,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     // identity
     let password = demo_admin_password(&args.data_dir)?;
-    let keys = identity::keys::KeyRing::load_or_generate(&args.data_dir.join("identity").join("keys"))?;
-    let db = Database::connect(&DatabaseUrl::sqlite_file(&args.data_dir.join("identity.db"))).await?;
+    let keys =
+        identity::keys::KeyRing::load_or_generate(&args.data_dir.join("identity").join("keys"))?;
+    let db = Database::connect(&DatabaseUrl::sqlite_file(
+        &args.data_dir.join("identity.db"),
+    ))
+    .await?;
     let identity = identity::Identity::build(
         identity::Settings {
             admin: Some((ADMIN_EMAIL.to_string(), password.clone())),
@@ -84,7 +92,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     .await?;
     let (listener, identity_url) = loopback().await?;
     workers.extend(identity.spawn_workers(shutdown.clone()));
-    servers.push(tokio::spawn(kit::http::serve(listener, identity.router, shutdown.clone())));
+    servers.push(tokio::spawn(kit::http::serve(
+        listener,
+        identity.router,
+        shutdown.clone(),
+    )));
     upstreams.insert("identity".to_string(), identity_url.clone());
 
     // gateway
@@ -113,11 +125,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
         &cache,
     );
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (is another shop running? try --port)"))?;
+    let listener = TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (is another shop running? try --port)")
+    })?;
     workers.extend(gateway.spawn_workers(shutdown.clone()));
-    servers.push(tokio::spawn(kit::http::serve(listener, gateway.router, shutdown.clone())));
+    servers.push(tokio::spawn(kit::http::serve(
+        listener,
+        gateway.router,
+        shutdown.clone(),
+    )));
 
     let summary = json!({
         "gateway": format!("http://{addr}"),
@@ -129,7 +145,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  Shop API:   http://{addr}/api/v1/…");
     println!("  API docs:   http://{addr}/api/docs");
     println!("  Demo admin: {ADMIN_EMAIL} / {password}");
-    println!("  Data:       {} (delete it to start afresh)", args.data_dir.display());
+    println!(
+        "  Data:       {} (delete it to start afresh)",
+        args.data_dir.display()
+    );
     println!("Press Ctrl-C to stop.");
     tracing::debug!(%summary, "up");
 

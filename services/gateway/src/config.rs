@@ -47,7 +47,11 @@ pub struct GatewayConfig {
     #[arg(long, env = "EMPORIUM_RATE_LIMIT_BURST", default_value_t = 100)]
     pub rate_limit_burst: u32,
     /// Sign-in attempts per minute allowed per client.
-    #[arg(long, env = "EMPORIUM_LOGIN_RATE_LIMIT_PER_MINUTE", default_value_t = 10.0)]
+    #[arg(
+        long,
+        env = "EMPORIUM_LOGIN_RATE_LIMIT_PER_MINUTE",
+        default_value_t = 10.0
+    )]
     pub login_rate_limit_per_minute: f64,
     /// Sign-in attempts a client may make at once.
     #[arg(long, env = "EMPORIUM_LOGIN_RATE_LIMIT_BURST", default_value_t = 5)]

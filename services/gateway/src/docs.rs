@@ -38,7 +38,9 @@ impl MergedDocs {
             "tags": [],
         });
         for (service, base) in &self.upstreams {
-            let Ok(url) = base.join("/openapi.json") else { continue };
+            let Ok(url) = base.join("/openapi.json") else {
+                continue;
+            };
             let doc: Value = match self.http.get(url).send().await {
                 Ok(r) if r.status().is_success() => r.json().await.unwrap_or(Value::Null),
                 _ => {
@@ -53,10 +55,10 @@ impl MergedDocs {
 
     pub async fn document(&self) -> Value {
         let mut cached = self.cached.lock().await;
-        if let Some((at, doc)) = cached.as_ref() {
-            if at.elapsed() < TTL {
-                return doc.clone();
-            }
+        if let Some((at, doc)) = cached.as_ref()
+            && at.elapsed() < TTL
+        {
+            return doc.clone();
         }
         let doc = self.build().await;
         *cached = Some((Instant::now(), doc.clone()));
@@ -75,7 +77,9 @@ pub fn merge_into(merged: &mut Value, doc: &Value) {
             "paths" => doc.get("paths"),
             other => doc.get("components").and_then(|c| c.get(other)),
         };
-        let Some(Value::Object(items)) = source else { continue };
+        let Some(Value::Object(items)) = source else {
+            continue;
+        };
         let mut dest = &mut *merged;
         for key in target {
             dest = dest
@@ -102,8 +106,14 @@ mod tests {
     #[test]
     fn merges_paths_and_schemas() {
         let mut merged = json!({"paths": {}, "components": {"schemas": {}}});
-        merge_into(&mut merged, &json!({"paths": {"/a": {}}, "components": {"schemas": {"A": {}}}}));
-        merge_into(&mut merged, &json!({"paths": {"/b": {}}, "components": {"schemas": {"B": {}}, "securitySchemes": {"bearer": {}}}}));
+        merge_into(
+            &mut merged,
+            &json!({"paths": {"/a": {}}, "components": {"schemas": {"A": {}}}}),
+        );
+        merge_into(
+            &mut merged,
+            &json!({"paths": {"/b": {}}, "components": {"schemas": {"B": {}}, "securitySchemes": {"bearer": {}}}}),
+        );
         assert!(merged["paths"]["/a"].is_object() && merged["paths"]["/b"].is_object());
         assert!(merged["components"]["schemas"]["A"].is_object());
         assert!(merged["components"]["securitySchemes"]["bearer"].is_object());

@@ -19,8 +19,8 @@ use hyper_util::rt::TokioExecutor;
 use kit::auth::TokenVerifier;
 use kit::cache::Cache;
 use kit::health::ReadinessCheck;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use config::GatewayConfig;
 use rate_limit::{Allowance, ClientRateLimiter};
@@ -103,7 +103,11 @@ impl Gateway {
         let (limiter, login_limiter) = match cache.redis() {
             Some(conn) => (
                 ClientRateLimiter::redis(settings.rate, conn.clone(), &cache.key("gateway:rate")),
-                ClientRateLimiter::redis(settings.login_rate, conn, &cache.key("gateway:login-rate")),
+                ClientRateLimiter::redis(
+                    settings.login_rate,
+                    conn,
+                    &cache.key("gateway:login-rate"),
+                ),
             ),
             None => (
                 ClientRateLimiter::memory(settings.rate),
@@ -123,7 +127,11 @@ impl Gateway {
             &settings.jwt_audience,
         ));
         let docs = Arc::new(docs::MergedDocs::new(
-            settings.upstreams.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            settings
+                .upstreams
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         ));
         let checks: Vec<ReadinessCheck> = settings
             .upstreams
@@ -173,7 +181,9 @@ impl Gateway {
             settings.request_timeout,
             settings.body_limit_bytes,
         )
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(settings.body_limit_bytes));
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            settings.body_limit_bytes,
+        ));
         if let Some(cors) = cors(&settings.cors_allowed_origins) {
             router = router.layer(cors);
         }

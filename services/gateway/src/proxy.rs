@@ -55,17 +55,16 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 fn client_ip(req: &Request, trust_forwarded_for: bool) -> String {
-    if trust_forwarded_for {
-        if let Some(first) = req
+    if trust_forwarded_for
+        && let Some(first) = req
             .headers()
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
             .map(str::trim)
             .filter(|v| !v.is_empty())
-        {
-            return first.to_string();
-        }
+    {
+        return first.to_string();
     }
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -105,10 +104,15 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response 
     // Rate limit before any work on the caller's behalf.
     let client = client_ip(&req, proxy.trust_forwarded_for);
     let is_login = req.method() == Method::POST && path == "/api/v1/auth/login";
-    let limiter = if is_login { &proxy.login_limiter } else { &proxy.limiter };
+    let limiter = if is_login {
+        &proxy.login_limiter
+    } else {
+        &proxy.limiter
+    };
     let decision = limiter.check(&client).await;
     if !decision.allowed {
-        metrics::counter!("gateway_rate_limited_total", "route" => route.prefix.clone()).increment(1);
+        metrics::counter!("gateway_rate_limited_total", "route" => route.prefix.clone())
+            .increment(1);
         let mut res = Problem::too_many_requests(decision.retry_after_secs).into_response();
         rate_headers(&mut res, &decision);
         return res;
@@ -122,7 +126,8 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response 
             Ok(None) if !required => {}
             Ok(None) => {
                 let mut res = Problem::unauthorized("a bearer token is required").into_response();
-                res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 rate_headers(&mut res, &decision);
                 return res;
             }
@@ -148,7 +153,8 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response 
 
 async fn send(proxy: &Proxy, service: &str, req: Request, client: &str) -> Response {
     let Some(base) = proxy.upstreams.get(service) else {
-        return Problem::unavailable(format!("the {service} service is not deployed")).into_response();
+        return Problem::unavailable(format!("the {service} service is not deployed"))
+            .into_response();
     };
     let (mut parts, body) = req.into_parts();
     let path_and_query = parts
@@ -156,20 +162,19 @@ async fn send(proxy: &Proxy, service: &str, req: Request, client: &str) -> Respo
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let uri: Uri = match format!(
-        "{}{}",
-        base.as_str().trim_end_matches('/'),
-        path_and_query
-    )
-    .parse()
-    {
-        Ok(u) => u,
-        Err(_) => return Problem::bad_request("malformed request target").into_response(),
-    };
+    let uri: Uri =
+        match format!("{}{}", base.as_str().trim_end_matches('/'), path_and_query).parse() {
+            Ok(u) => u,
+            Err(_) => return Problem::bad_request("malformed request target").into_response(),
+        };
     let original_host = parts.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
-    let forwarded_for = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let forwarded_for = match parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(prev) if proxy.trust_forwarded_for => format!("{prev}, {client}"),
         _ => client.to_string(),
     };
@@ -188,7 +193,8 @@ async fn send(proxy: &Proxy, service: &str, req: Request, client: &str) -> Respo
     let upstream_req = Request::from_parts(parts, body);
 
     let started = std::time::Instant::now();
-    let outcome = tokio::time::timeout(proxy.upstream_timeout, proxy.client.request(upstream_req)).await;
+    let outcome =
+        tokio::time::timeout(proxy.upstream_timeout, proxy.client.request(upstream_req)).await;
     metrics::histogram!("gateway_upstream_duration_seconds", "service" => service.to_string())
         .record(started.elapsed().as_secs_f64());
     match outcome {
@@ -199,7 +205,10 @@ async fn send(proxy: &Proxy, service: &str, req: Request, client: &str) -> Respo
                 "upstream-timeout",
                 "The service did not answer in time",
             )
-            .detail(format!("{service} did not answer within {:?}", proxy.upstream_timeout))
+            .detail(format!(
+                "{service} did not answer within {:?}",
+                proxy.upstream_timeout
+            ))
             .into_response()
         }
         Ok(Err(e)) => {

@@ -37,12 +37,8 @@ pub struct Decision {
     pub retry_after_secs: u64,
 }
 
-type Keyed = RateLimiter<
-    String,
-    DefaultKeyedStateStore<String>,
-    DefaultClock,
-    StateInformationMiddleware,
->;
+type Keyed =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
 #[derive(Clone)]
 pub enum ClientRateLimiter {
@@ -87,7 +83,9 @@ impl ClientRateLimiter {
             .allow_burst(burst);
         Self::Memory {
             allowance,
-            limiter: Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>()),
+            limiter: Arc::new(
+                RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+            ),
         }
     }
 
@@ -158,7 +156,11 @@ impl ClientRateLimiter {
                         limit: allowance.burst,
                         remaining: remaining.max(0) as u32,
                         reset_secs: secs_ceil(reset_us),
-                        retry_after_secs: if allowed == 1 { 0 } else { secs_ceil(retry_us).max(1) },
+                        retry_after_secs: if allowed == 1 {
+                            0
+                        } else {
+                            secs_ceil(retry_us).max(1)
+                        },
                     },
                     Err(e) => {
                         tracing::warn!(error = %e, "shared rate limiter unavailable; letting the request through");
@@ -194,6 +196,9 @@ mod tests {
         let denied = l.check("10.0.0.1").await;
         assert!(!denied.allowed);
         assert!(denied.retry_after_secs >= 1);
-        assert!(l.check("10.0.0.2").await.allowed, "other clients are unaffected");
+        assert!(
+            l.check("10.0.0.2").await.allowed,
+            "other clients are unaffected"
+        );
     }
 }

@@ -81,7 +81,7 @@ impl RouteTable {
         }
         // Longest prefix first, so `/api/v1/payments/webhooks` wins over
         // `/api/v1/payments`.
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Self { routes })
     }
 
@@ -96,7 +96,8 @@ impl RouteTable {
     pub fn find(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| {
             path == r.prefix
-                || (path.starts_with(&r.prefix) && path.as_bytes().get(r.prefix.len()) == Some(&b'/'))
+                || (path.starts_with(&r.prefix)
+                    && path.as_bytes().get(r.prefix.len()) == Some(&b'/'))
         })
     }
 }
@@ -108,8 +109,14 @@ mod tests {
     #[test]
     fn longest_prefix_on_segment_boundaries() {
         let t = RouteTable::parse(DEFAULT_ROUTES).unwrap();
-        assert_eq!(t.find("/api/v1/payments/webhooks/stripe").unwrap().access, Access::Public);
-        assert_eq!(t.find("/api/v1/payments").unwrap().access, Access::Protected);
+        assert_eq!(
+            t.find("/api/v1/payments/webhooks/stripe").unwrap().access,
+            Access::Public
+        );
+        assert_eq!(
+            t.find("/api/v1/payments").unwrap().access,
+            Access::Protected
+        );
         assert_eq!(t.find("/api/v1/auth/login").unwrap().service, "identity");
         assert!(t.find("/api/v1/authx").is_none());
         assert!(t.find("/internal").is_none());

@@ -116,7 +116,12 @@ async fn issue_pair(
     })
 }
 
-pub async fn login(state: &AppState, email: &str, password: &str, client: &str) -> Result<TokenPair> {
+pub async fn login(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    client: &str,
+) -> Result<TokenPair> {
     let normalised = email.trim().to_lowercase();
     if let Some(wait) = state.throttle.blocked_for(&normalised, client).await {
         return Err(IdentityError::Throttled {
@@ -185,11 +190,16 @@ pub async fn change_password(
     let Some(user) = users::by_id(state.db.pool(), user_id).await? else {
         return Err(IdentityError::UserNotFound);
     };
-    if !state.hasher.verify(current, Some(&user.password_hash)).await? {
+    if !state
+        .hasher
+        .verify(current, Some(&user.password_hash))
+        .await?
+    {
         return Err(IdentityError::field("current_password", "is incorrect"));
     }
     let email = Email::parse(&user.email).map_err(|m| IdentityError::field("email", m))?;
-    let new = NewPassword::parse(new, &email).map_err(|m| IdentityError::field("new_password", m))?;
+    let new =
+        NewPassword::parse(new, &email).map_err(|m| IdentityError::field("new_password", m))?;
     let hash = state.hasher.hash(new.expose()).await?;
     let now = now_millis();
     let mut tx = state.db.begin().await?;
@@ -206,7 +216,10 @@ pub async fn set_roles(state: &AppState, user_id: Uuid, roles: &[String]) -> Res
     let parsed: Vec<Role> = roles
         .iter()
         .enumerate()
-        .map(|(i, r)| r.parse::<Role>().map_err(|m| IdentityError::field(&format!("roles[{i}]"), &m)))
+        .map(|(i, r)| {
+            r.parse::<Role>()
+                .map_err(|m| IdentityError::field(&format!("roles[{i}]"), &m))
+        })
         .collect::<Result<_>>()?;
     if !users::set_roles(state.db.pool(), user_id, &parsed, now_millis()).await? {
         return Err(IdentityError::UserNotFound);
@@ -219,7 +232,8 @@ pub async fn set_roles(state: &AppState, user_id: Uuid, roles: &[String]) -> Res
 /// Make sure the configured first admin exists and holds the admin role.
 /// An existing account keeps its password.
 pub async fn ensure_admin(state: &AppState, email: &str, password: &str) -> Result<()> {
-    let normalised = Email::parse(email).map_err(|m| IdentityError::field("EMPORIUM_ADMIN_EMAIL", m))?;
+    let normalised =
+        Email::parse(email).map_err(|m| IdentityError::field("EMPORIUM_ADMIN_EMAIL", m))?;
     match users::by_email(state.db.pool(), normalised.as_str()).await? {
         Some(user) if user.roles.contains(&Role::Admin) => Ok(()),
         Some(user) => {
@@ -228,12 +242,25 @@ pub async fn ensure_admin(state: &AppState, email: &str, password: &str) -> Resu
             users::set_roles(state.db.pool(), user.id, &roles, now_millis()).await?;
             Ok(())
         }
-        None => match register(state, email, password, "Administrator", vec![Role::Customer, Role::Admin]).await {
+        None => match register(
+            state,
+            email,
+            password,
+            "Administrator",
+            vec![Role::Customer, Role::Admin],
+        )
+        .await
+        {
             Ok(_) | Err(IdentityError::EmailTaken) => Ok(()),
             Err(IdentityError::Validation(errors)) => Err(IdentityError::Validation(
                 errors
                     .into_iter()
-                    .map(|e| kit::FieldError::new(format!("EMPORIUM_ADMIN_{}", e.field.to_uppercase()), e.message))
+                    .map(|e| {
+                        kit::FieldError::new(
+                            format!("EMPORIUM_ADMIN_{}", e.field.to_uppercase()),
+                            e.message,
+                        )
+                    })
                     .collect(),
             )),
             Err(e) => Err(e),

@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kit::config::{BusUrl, CacheUrl, DatabaseUrl, HttpArgs, parse_bus_url, parse_cache_url, parse_database_url};
+use kit::config::{
+    BusUrl, CacheUrl, DatabaseUrl, HttpArgs, parse_bus_url, parse_cache_url, parse_database_url,
+};
 
 use crate::Settings;
 use crate::keys::{KeyError, KeyRing};
@@ -21,10 +23,19 @@ pub struct IdentityConfig {
     #[arg(long, env = "EMPORIUM_BUS_URL", value_name = "EMPORIUM_BUS_URL", value_parser = parse_bus_url, hide_env_values = true)]
     pub bus_url: BusUrl,
     /// PKCS#8 PEM file of the Ed25519 key that signs access tokens.
-    #[arg(long, env = "EMPORIUM_JWT_SIGNING_KEY_FILE", value_name = "EMPORIUM_JWT_SIGNING_KEY_FILE")]
+    #[arg(
+        long,
+        env = "EMPORIUM_JWT_SIGNING_KEY_FILE",
+        value_name = "EMPORIUM_JWT_SIGNING_KEY_FILE"
+    )]
     pub jwt_signing_key_file: Option<PathBuf>,
     /// The signing key's PEM itself (instead of a file).
-    #[arg(long, env = "EMPORIUM_JWT_SIGNING_KEY", value_name = "EMPORIUM_JWT_SIGNING_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "EMPORIUM_JWT_SIGNING_KEY",
+        value_name = "EMPORIUM_JWT_SIGNING_KEY",
+        hide_env_values = true
+    )]
     pub jwt_signing_key: Option<String>,
     /// PEM files (private or public) of retired keys still published in the JWKS, comma-separated.
     #[arg(long, env = "EMPORIUM_JWT_PREVIOUS_KEY_FILES", value_delimiter = ',')]
@@ -45,7 +56,11 @@ pub struct IdentityConfig {
     #[arg(long, env = "EMPORIUM_LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: u32,
     /// Failed sign-ins per client address allowed within the window.
-    #[arg(long, env = "EMPORIUM_LOGIN_MAX_FAILURES_PER_CLIENT", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "EMPORIUM_LOGIN_MAX_FAILURES_PER_CLIENT",
+        default_value_t = 20
+    )]
     pub login_max_failures_per_client: u32,
     /// Length of the sign-in throttling window, in seconds.
     #[arg(long, env = "EMPORIUM_LOGIN_WINDOW_SECS", default_value = "900", value_parser = kit::config::parse_duration_secs)]
@@ -54,7 +69,12 @@ pub struct IdentityConfig {
     #[arg(long, env = "EMPORIUM_ADMIN_EMAIL", requires = "admin_password")]
     pub admin_email: Option<String>,
     /// Password of the first admin (used only when the account is created).
-    #[arg(long, env = "EMPORIUM_ADMIN_PASSWORD", hide_env_values = true, requires = "admin_email")]
+    #[arg(
+        long,
+        env = "EMPORIUM_ADMIN_PASSWORD",
+        hide_env_values = true,
+        requires = "admin_email"
+    )]
     pub admin_password: Option<String>,
 }
 
@@ -81,17 +101,28 @@ impl IdentityConfig {
             .map(|p| {
                 std::fs::read_to_string(p)
                     .map(|pem| (p.display().to_string(), pem))
-                    .map_err(|e| format!("EMPORIUM_JWT_PREVIOUS_KEY_FILES: cannot read {}: {e}", p.display()))
+                    .map_err(|e| {
+                        format!(
+                            "EMPORIUM_JWT_PREVIOUS_KEY_FILES: cannot read {}: {e}",
+                            p.display()
+                        )
+                    })
             })
             .collect::<Result<_, _>>()?;
         let current = match (&self.jwt_signing_key, &self.jwt_signing_key_file) {
             (Some(pem), _) => pem.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| format!("EMPORIUM_JWT_SIGNING_KEY_FILE: cannot read {}: {e}", path.display()))?,
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "EMPORIUM_JWT_SIGNING_KEY_FILE: cannot read {}: {e}",
+                    path.display()
+                )
+            })?,
             (None, None) => {
-                return Err("EMPORIUM_JWT_SIGNING_KEY or EMPORIUM_JWT_SIGNING_KEY_FILE must be set \
+                return Err(
+                    "EMPORIUM_JWT_SIGNING_KEY or EMPORIUM_JWT_SIGNING_KEY_FILE must be set \
                             (an Ed25519 PKCS#8 PEM; `emporium keygen` makes one)"
-                    .into());
+                        .into(),
+                );
             }
         };
         KeyRing::from_pem(&current, &previous).map_err(|e: KeyError| match e {

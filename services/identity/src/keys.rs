@@ -69,9 +69,10 @@ impl KeyRing {
         let signing = SigningKey::from_pkcs8_pem(current).map_err(|_| KeyError::Invalid {
             source_name: "current signing key".into(),
         })?;
-        let encoding = EncodingKey::from_ed_pem(current.as_bytes()).map_err(|_| KeyError::Invalid {
-            source_name: "current signing key".into(),
-        })?;
+        let encoding =
+            EncodingKey::from_ed_pem(current.as_bytes()).map_err(|_| KeyError::Invalid {
+                source_name: "current signing key".into(),
+            })?;
         let verifying = signing.verifying_key();
         let current_kid = thumbprint(&verifying);
         let mut published = vec![(current_kid.clone(), verifying)];
@@ -156,7 +157,8 @@ impl KeyRing {
                 })
             })
             .collect();
-        serde_json::from_value(serde_json::json!({ "keys": keys })).unwrap_or(JwkSet { keys: vec![] })
+        serde_json::from_value(serde_json::json!({ "keys": keys }))
+            .unwrap_or(JwkSet { keys: vec![] })
     }
 }
 
@@ -203,7 +205,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = KeyRing::load_or_generate(dir.path()).unwrap();
         let again = KeyRing::load_or_generate(dir.path()).unwrap();
-        assert_eq!(first.current_kid(), again.current_kid(), "key is kept across restarts");
+        assert_eq!(
+            first.current_kid(),
+            again.current_kid(),
+            "key is kept across restarts"
+        );
         let rotated = KeyRing::rotate(dir.path()).unwrap();
         assert_ne!(rotated.current_kid(), first.current_kid());
         let kids: Vec<_> = rotated

@@ -101,9 +101,14 @@ pub enum StartError {
 
 impl Identity {
     /// Migrate, make sure the first admin exists, and assemble the router.
-    pub async fn build(settings: Settings, keys: KeyRing, backends: Backends) -> Result<Self, StartError> {
+    pub async fn build(
+        settings: Settings,
+        keys: KeyRing,
+        backends: Backends,
+    ) -> Result<Self, StartError> {
         let Backends { db, cache, bus } = backends;
-        db.migrate(&storage::POSTGRES_MIGRATIONS, &storage::SQLITE_MIGRATIONS).await?;
+        db.migrate(&storage::POSTGRES_MIGRATIONS, &storage::SQLITE_MIGRATIONS)
+            .await?;
         kit::events::ensure_schema(&db).await?;
         let verifier = TokenVerifier::from_jwks(&keys.jwks(), &settings.issuer, &settings.audience);
         let throttle = LoginThrottle::new(
@@ -112,7 +117,9 @@ impl Identity {
             settings.max_failures_per_account,
             settings.max_failures_per_client,
         );
-        let hashing_slots = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let hashing_slots = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         let state = AppState {
             db: db.clone(),
             outbox: Outbox::new(),
@@ -127,7 +134,10 @@ impl Identity {
                 .await
                 .map_err(|e| match e {
                     error::IdentityError::Validation(errs) => StartError::Admin(
-                        errs.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "),
+                        errs.iter()
+                            .map(|e| format!("{}: {}", e.field, e.message))
+                            .collect::<Vec<_>>()
+                            .join("; "),
                     ),
                     other => StartError::Admin(other.to_string()),
                 })?;
@@ -168,7 +178,11 @@ impl Identity {
 
     /// Start the outbox relay; it stops when `shutdown` is cancelled.
     pub fn spawn_workers(&self, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
-        let relay = OutboxRelay::new(self.state.db.clone(), self.bus.clone(), self.state.outbox.clone());
+        let relay = OutboxRelay::new(
+            self.state.db.clone(),
+            self.bus.clone(),
+            self.state.outbox.clone(),
+        );
         vec![tokio::spawn(relay.run(shutdown))]
     }
 }

@@ -25,7 +25,10 @@ impl LoginThrottle {
     }
 
     fn keys(email: &str, client: &str) -> (String, String) {
-        (format!("login-failures:account:{email}"), format!("login-failures:client:{client}"))
+        (
+            format!("login-failures:account:{email}"),
+            format!("login-failures:client:{client}"),
+        )
     }
 
     /// `Some(seconds)` while either counter is over its limit. A cache
@@ -33,7 +36,10 @@ impl LoginThrottle {
     pub async fn blocked_for(&self, email: &str, client: &str) -> Option<u64> {
         let (account, client) = Self::keys(email, client);
         let mut wait = None;
-        for (key, max) in [(account, self.max_per_account), (client, self.max_per_client)] {
+        for (key, max) in [
+            (account, self.max_per_account),
+            (client, self.max_per_client),
+        ] {
             match self.cache.counter(&key).await {
                 Ok((count, left)) if count >= max => {
                     wait = Some(wait.unwrap_or(0).max(left.max(1)));

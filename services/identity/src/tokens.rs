@@ -22,7 +22,11 @@ pub fn access_token(
     let claims = Claims {
         sub: user.id,
         email: user.email.clone(),
-        roles: user.roles.iter().map(|r: &Role| r.as_str().to_string()).collect(),
+        roles: user
+            .roles
+            .iter()
+            .map(|r: &Role| r.as_str().to_string())
+            .collect(),
         perms: role::permissions(&user.roles),
         iss: issuer.to_string(),
         aud: audience.to_string(),

@@ -52,7 +52,9 @@ impl AuthUser {
         if self.has_permission(perm) {
             Ok(())
         } else {
-            Err(Problem::forbidden(format!("requires the `{perm}` permission")))
+            Err(Problem::forbidden(format!(
+                "requires the `{perm}` permission"
+            )))
         }
     }
 }
@@ -96,7 +98,10 @@ impl From<TokenError> for Problem {
 }
 
 enum KeySource {
-    Jwks { url: url::Url, http: reqwest::Client },
+    Jwks {
+        url: url::Url,
+        http: reqwest::Client,
+    },
     Fixed,
 }
 
@@ -205,7 +210,12 @@ impl TokenVerifier {
                 .map(|t| t.elapsed() < self.min_refetch)
                 .unwrap_or(false);
             if let Some(k) = cache.keys.get(kid) {
-                if recent || cache.fetched_at.map(|t| t.elapsed() < self.max_age).unwrap_or(false) {
+                if recent
+                    || cache
+                        .fetched_at
+                        .map(|t| t.elapsed() < self.max_age)
+                        .unwrap_or(false)
+                {
                     return Ok(k.clone());
                 }
             } else if recent {
@@ -234,12 +244,12 @@ impl TokenVerifier {
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 5;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
-                other => TokenError::Invalid(format!("{other:?}")),
-            }
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e
+            .kind()
+        {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
+            other => TokenError::Invalid(format!("{other:?}")),
         })?;
         Ok(data.claims.into())
     }
@@ -264,10 +274,14 @@ fn bearer(parts: &Parts) -> Result<Option<&str>, Problem> {
         .to_str()
         .map_err(|_| Problem::unauthorized("malformed Authorization header"))?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(Some(token.trim()))
         }
-        _ => Err(Problem::unauthorized("expected `Authorization: Bearer <token>`")),
+        _ => Err(Problem::unauthorized(
+            "expected `Authorization: Bearer <token>`",
+        )),
     }
 }
 
@@ -278,7 +292,11 @@ pub async fn authenticate(
 ) -> Result<Option<AuthUser>, Problem> {
     match bearer(parts)? {
         None => Ok(None),
-        Some(token) => verifier.verify(token).await.map(Some).map_err(Problem::from),
+        Some(token) => verifier
+            .verify(token)
+            .await
+            .map(Some)
+            .map_err(Problem::from),
     }
 }
 

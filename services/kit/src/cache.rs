@@ -123,10 +123,7 @@ impl Cache {
         let key = self.key(key);
         match &self.store {
             Store::Redis(c) => {
-                let _: () = c
-                    .clone()
-                    .set_ex(key, value, ttl.as_secs().max(1))
-                    .await?;
+                let _: () = c.clone().set_ex(key, value, ttl.as_secs().max(1)).await?;
             }
             Store::Memory(m) => {
                 m.insert(
@@ -155,7 +152,11 @@ impl Cache {
 
     /// Add one to a counter that lives `window` from its first increment;
     /// returns the new count and the seconds left in the window.
-    pub async fn incr_in_window(&self, key: &str, window: Duration) -> Result<(i64, u64), CacheError> {
+    pub async fn incr_in_window(
+        &self,
+        key: &str,
+        window: Duration,
+    ) -> Result<(i64, u64), CacheError> {
         let key = self.key(key);
         match &self.store {
             Store::Redis(c) => {
@@ -214,7 +215,10 @@ impl Cache {
                 .await
                 .map(|e| {
                     let (count, started) = decode_counter(&e.value);
-                    let left = e.ttl.as_secs().saturating_sub(now_secs().saturating_sub(started));
+                    let left = e
+                        .ttl
+                        .as_secs()
+                        .saturating_sub(now_secs().saturating_sub(started));
                     (count, left)
                 })
                 .unwrap_or((0, 0))),
@@ -275,7 +279,10 @@ mod tests {
     async fn memory_counter_counts_within_window() {
         let c = Cache::memory("t");
         for i in 1..=3 {
-            let (n, left) = c.incr_in_window("k", Duration::from_secs(60)).await.unwrap();
+            let (n, left) = c
+                .incr_in_window("k", Duration::from_secs(60))
+                .await
+                .unwrap();
             assert_eq!(n, i);
             assert!(left > 0 && left <= 60);
         }

@@ -76,7 +76,11 @@ pub fn parse_bus_url(s: &str) -> Result<BusUrl, String> {
 
 fn scheme(s: &str) -> Option<&str> {
     let (scheme, _) = s.split_once("://")?;
-    if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') {
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+')
+    {
         return None;
     }
     Some(scheme)
@@ -92,7 +96,12 @@ pub fn parse_duration_secs(s: &str) -> Result<Duration, String> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct HttpArgs {
     /// Address and port to listen on.
-    #[arg(long, env = "EMPORIUM_LISTEN", value_name = "EMPORIUM_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "EMPORIUM_LISTEN",
+        value_name = "EMPORIUM_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
     pub listen: SocketAddr,
     /// Longest a request may take before it is answered with a problem.
     #[arg(long, env = "EMPORIUM_REQUEST_TIMEOUT_SECS", value_name = "EMPORIUM_REQUEST_TIMEOUT_SECS", default_value = "30", value_parser = parse_duration_secs)]
@@ -116,7 +125,12 @@ impl Default for HttpArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct TokenArgs {
     /// URL of the identity service's JWKS document.
-    #[arg(long, env = "EMPORIUM_JWKS_URL", value_name = "EMPORIUM_JWKS_URL", default_value = "http://identity:8080/.well-known/jwks.json")]
+    #[arg(
+        long,
+        env = "EMPORIUM_JWKS_URL",
+        value_name = "EMPORIUM_JWKS_URL",
+        default_value = "http://identity:8080/.well-known/jwks.json"
+    )]
     pub jwks_url: url::Url,
     /// Expected `iss` claim.
     #[arg(long, env = "EMPORIUM_JWT_ISSUER", default_value = "emporium-identity")]

@@ -60,17 +60,16 @@ impl Database {
                 })
             }
             DatabaseUrl::Sqlite(u) => {
-                let path = u.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let path = u
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
                 let path = path.split('?').next().unwrap_or(path);
-                if path != ":memory:" {
-                    if let Some(dir) = std::path::Path::new(path).parent() {
-                        if !dir.as_os_str().is_empty() {
-                            std::fs::create_dir_all(dir).map_err(|source| DbError::Directory {
-                                path: path.to_string(),
-                                source,
-                            })?;
-                        }
-                    }
+                let dir = std::path::Path::new(path).parent();
+                if let Some(dir) = dir.filter(|d| path != ":memory:" && !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| DbError::Directory {
+                        path: path.to_string(),
+                        source,
+                    })?;
                 }
                 let with_mode = if u.contains('?') {
                     u.clone()

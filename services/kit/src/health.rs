@@ -45,8 +45,8 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
                 .set_buckets_for_metric(
                     Matcher::Suffix("duration_seconds".into()),
                     &[
-                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                        2.5, 5.0, 10.0,
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0,
                     ],
                 )
                 .ok()?
@@ -60,7 +60,10 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
 pub fn router(checks: Vec<ReadinessCheck>) -> Router {
     prometheus();
     Router::new()
-        .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(Arc::new(checks))

@@ -12,7 +12,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 use crate::problem::Problem;
@@ -47,10 +49,18 @@ impl RequestContext {
     /// Headers to put on an outgoing call to another service.
     pub fn outgoing_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
         let mut headers = Vec::new();
-        if let Some(v) = self.request_id.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+        if let Some(v) = self
+            .request_id
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
             headers.push((REQUEST_ID, v));
         }
-        if let Some(v) = self.traceparent.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+        if let Some(v) = self
+            .traceparent
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
             headers.push((TRACEPARENT, v));
         }
         headers
@@ -76,7 +86,10 @@ pub fn is_valid_traceparent(v: &str) -> bool {
         && parts[1].len() == 32
         && parts[2].len() == 16
         && parts[3].len() == 2
-        && parts[1..].iter().all(|p| p.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
+        && parts[1..].iter().all(|p| {
+            p.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        })
         && parts[1].chars().any(|c| c != '0')
         && parts[2].chars().any(|c| c != '0')
 }

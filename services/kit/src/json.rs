@@ -39,7 +39,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             let inner = err.into_inner();
             match inner.classify() {
                 serde_json::error::Category::Data => {
-                    let field = if path == "." { "body".to_string() } else { path };
+                    let field = if path == "." {
+                        "body".to_string()
+                    } else {
+                        path
+                    };
                     Err(Problem::validation(vec![FieldError::new(
                         field,
                         strip_position(&inner.to_string()),
@@ -124,9 +128,7 @@ where
     }
 }
 
-fn serde_urlencoded_deserializer(
-    query: &str,
-) -> serde_urlencoded::Deserializer<'_> {
+fn serde_urlencoded_deserializer(query: &str) -> serde_urlencoded::Deserializer<'_> {
     serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()))
 }
 

@@ -49,12 +49,25 @@ mod tests {
 
     #[test]
     fn normalises_case_and_space() {
-        assert_eq!(Email::parse("  Ada@Example.COM ").unwrap().as_str(), "ada@example.com");
+        assert_eq!(
+            Email::parse("  Ada@Example.COM ").unwrap().as_str(),
+            "ada@example.com"
+        );
     }
 
     #[test]
     fn rejects_bad_shapes() {
-        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "ada@@example.com", "a b@example.com", "ada@-x.com", "a..b@example.com"] {
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "ada@@example.com",
+            "a b@example.com",
+            "ada@-x.com",
+            "a..b@example.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

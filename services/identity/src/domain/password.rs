@@ -62,7 +62,11 @@ impl PasswordHasher {
     }
 
     pub async fn hash(&self, password: &str) -> Result<String, HashError> {
-        let _permit = self.permits.acquire().await.map_err(|e| HashError(e.to_string()))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| HashError(e.to_string()))?;
         let password = password.to_owned();
         tokio::task::spawn_blocking(move || {
             argon2()
@@ -77,7 +81,11 @@ impl PasswordHasher {
     /// Does `password` match `stored`? With no stored hash (unknown
     /// account) a dummy is checked, so both cases take the same time.
     pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<bool, HashError> {
-        let _permit = self.permits.acquire().await.map_err(|e| HashError(e.to_string()))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| HashError(e.to_string()))?;
         let known = stored.is_some();
         let hash = stored.unwrap_or(&self.dummy_hash).to_owned();
         let password = password.to_owned();
@@ -85,7 +93,9 @@ impl PasswordHasher {
             let Ok(parsed) = PasswordHash::new(&hash) else {
                 return false;
             };
-            argon2().verify_password(password.as_bytes(), &parsed).is_ok()
+            argon2()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
         })
         .await
         .map_err(|e| HashError(e.to_string()))?;
@@ -109,8 +119,15 @@ mod tests {
     async fn hashes_with_argon2id_and_verifies() {
         let h = PasswordHasher::new(2);
         let hash = h.hash("correct horse battery").await.unwrap();
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
-        assert!(h.verify("correct horse battery", Some(&hash)).await.unwrap());
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(
+            h.verify("correct horse battery", Some(&hash))
+                .await
+                .unwrap()
+        );
         assert!(!h.verify("wrong horse battery", Some(&hash)).await.unwrap());
         assert!(!h.verify("anything at all", None).await.unwrap());
     }

@@ -2,7 +2,18 @@ use std::str::FromStr;
 
 /// What a user may be. Permissions in tokens derive from roles, so other
 /// services check a permission, never a role name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Customer,
@@ -37,7 +48,9 @@ impl FromStr for Role {
         match s {
             "customer" => Ok(Role::Customer),
             "admin" => Ok(Role::Admin),
-            other => Err(format!("unknown role `{other}` (expected customer or admin)")),
+            other => Err(format!(
+                "unknown role `{other}` (expected customer or admin)"
+            )),
         }
     }
 }
@@ -47,7 +60,11 @@ pub fn encode(roles: &[Role]) -> String {
     let mut roles = roles.to_vec();
     roles.sort();
     roles.dedup();
-    roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
+    roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub fn decode(stored: &str) -> Vec<Role> {

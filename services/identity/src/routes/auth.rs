@@ -83,26 +83,35 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_string());
-        Ok(ClientAddr(forwarded.or(peer).unwrap_or_else(|| "unknown".into())))
+        Ok(ClientAddr(
+            forwarded.or(peer).unwrap_or_else(|| "unknown".into()),
+        ))
     }
 }
 
 /// Create a customer account.
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterRequest,
     responses((status = 201, body = UserView), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)))]
-#[tracing::instrument(skip_all, err(Display))]
+#[tracing::instrument(skip_all, err(level = "info", Display))]
 async fn register(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserView>)> {
-    let user = accounts::register(&state, &req.email, &req.password, &req.name, vec![Role::Customer]).await?;
+    let user = accounts::register(
+        &state,
+        &req.email,
+        &req.password,
+        &req.name,
+        vec![Role::Customer],
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
 /// Sign in with email and password.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenResponse), (status = 401, body = ProblemBody), (status = 429, body = ProblemBody)))]
-#[tracing::instrument(skip_all, err(Display))]
+#[tracing::instrument(skip_all, err(level = "info", Display))]
 async fn login(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
@@ -115,19 +124,24 @@ async fn login(
 /// Trade a refresh token for a new pair; the old one is spent.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenResponse), (status = 401, body = ProblemBody)))]
-#[tracing::instrument(skip_all, err(Display))]
+#[tracing::instrument(skip_all, err(level = "info", Display))]
 async fn refresh(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> Result<Json<TokenResponse>> {
-    Ok(Json(accounts::refresh(&state, &req.refresh_token).await?.into()))
+    Ok(Json(
+        accounts::refresh(&state, &req.refresh_token).await?.into(),
+    ))
 }
 
 /// Sign out: revoke the refresh token's whole family.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
     responses((status = 204), (status = 401, body = ProblemBody)))]
-#[tracing::instrument(skip_all, err(Display))]
-async fn logout(State(state): State<AppState>, ApiJson(req): ApiJson<RefreshRequest>) -> Result<StatusCode> {
+#[tracing::instrument(skip_all, err(level = "info", Display))]
+async fn logout(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> Result<StatusCode> {
     accounts::logout(&state, &req.refresh_token).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -65,7 +65,7 @@ pub struct ChangePasswordRequest {
 /// Change the signed-in user's password; every refresh token is revoked.
 #[utoipa::path(post, path = "/api/v1/users/me/password", tag = "users", security(("bearer" = [])), request_body = ChangePasswordRequest,
     responses((status = 204), (status = 401, body = ProblemBody), (status = 422, body = ProblemBody)))]
-#[tracing::instrument(skip_all, err(Display))]
+#[tracing::instrument(skip_all, err(level = "info", Display))]
 async fn change_password(
     State(state): State<AppState>,
     user: AuthUser,
@@ -101,7 +101,11 @@ async fn list(
     user.require_permission("users:read")?;
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(Problem::validation(vec![FieldError::new("limit", "must be between 1 and 100")]).into());
+        return Err(Problem::validation(vec![FieldError::new(
+            "limit",
+            "must be between 1 and 100",
+        )])
+        .into());
     }
     let mut rows = users::page(state.db.pool(), q.cursor, limit + 1).await?;
     let next_cursor = if rows.len() as i64 > limit {
@@ -125,7 +129,7 @@ pub struct RolesRequest {
 /// Replace a user's roles (admin).
 #[utoipa::path(put, path = "/api/v1/users/{id}/roles", tag = "users", security(("bearer" = [])), request_body = RolesRequest,
     responses((status = 200, body = UserView), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
-#[tracing::instrument(skip_all, err(Display))]
+#[tracing::instrument(skip_all, err(level = "info", Display))]
 async fn set_roles(
     State(state): State<AppState>,
     user: AuthUser,
@@ -134,5 +138,7 @@ async fn set_roles(
 ) -> Result<Json<UserView>> {
     user.require_permission("users:manage")?;
     let id = Uuid::parse_str(&id).map_err(|_| IdentityError::UserNotFound)?;
-    Ok(Json(accounts::set_roles(&state, id, &req.roles).await?.into()))
+    Ok(Json(
+        accounts::set_roles(&state, id, &req.roles).await?.into(),
+    ))
 }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use lapin::Confirmation;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
     BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
     QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex;
@@ -86,10 +86,11 @@ impl AmqpBus {
     /// The confirm-mode channel for publishing, reopened after a failure.
     async fn publisher_channel(&self) -> Result<Channel, BusError> {
         let mut guard = self.publisher.lock().await;
-        if let Some((conn, ch)) = guard.as_ref() {
-            if conn.status().connected() && ch.status().connected() {
-                return Ok(ch.clone());
-            }
+        if let Some((conn, ch)) = guard.as_ref()
+            && conn.status().connected()
+            && ch.status().connected()
+        {
+            return Ok(ch.clone());
         }
         let (conn, ch) = self.open().await?;
         ch.confirm_select(ConfirmSelectOptions::default())
@@ -108,7 +109,10 @@ impl AmqpBus {
     fn properties(event: &Envelope) -> BasicProperties {
         let mut headers = FieldTable::default();
         if let Some(tp) = &event.traceparent {
-            headers.insert("traceparent".into(), AMQPValue::LongString(tp.as_str().into()));
+            headers.insert(
+                "traceparent".into(),
+                AMQPValue::LongString(tp.as_str().into()),
+            );
         }
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
@@ -127,7 +131,12 @@ impl AmqpBus {
             .await
     }
 
-    async fn publish_to(&self, exchange: &str, routing_key: &str, event: &Envelope) -> Result<(), BusError> {
+    async fn publish_to(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        event: &Envelope,
+    ) -> Result<(), BusError> {
         let body = serde_json::to_vec(event)?;
         let channel = self.publisher_channel().await?;
         let outcome = async {
@@ -155,7 +164,12 @@ impl AmqpBus {
         }
     }
 
-    async fn declare_queue(&self, channel: &Channel, queue: &str, event_type: &str) -> Result<(), BusError> {
+    async fn declare_queue(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        event_type: &str,
+    ) -> Result<(), BusError> {
         let dlx = self.topology.dead_letter_exchange();
         let dlq = self.topology.dead_letter_queue(queue);
         let durable = QueueDeclareOptions {
@@ -210,7 +224,8 @@ impl AmqpBus {
         // Declare before returning, so nothing published from now on is
         // missed even if consuming starts later.
         let (conn, channel) = self.open().await?;
-        self.declare_queue(&channel, &queue, &sub.event_type).await?;
+        self.declare_queue(&channel, &queue, &sub.event_type)
+            .await?;
         let bus = self.clone();
         Ok(tokio::spawn(async move {
             let mut first = Some((conn, channel));
@@ -319,7 +334,11 @@ fn death_reason(props: &BasicProperties) -> String {
     props
         .headers()
         .as_ref()
-        .and_then(|h| h.inner().get(&ShortString::from("x-first-death-reason")).cloned())
+        .and_then(|h| {
+            h.inner()
+                .get(&ShortString::from("x-first-death-reason"))
+                .cloned()
+        })
         .map(|v| match v {
             AMQPValue::LongString(s) => s.to_string(),
             other => format!("{other:?}"),
@@ -340,7 +359,9 @@ async fn consume(
     let consumer = channel
         .basic_consume(
             queue.into(),
-            format!("{}-{}", sub.consumer, uuid::Uuid::now_v7()).as_str().into(),
+            format!("{}-{}", sub.consumer, uuid::Uuid::now_v7())
+                .as_str()
+                .into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
@@ -369,9 +390,7 @@ async fn consume(
                 let acked = match disposition {
                     Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
                     Disposition::DeadLetter(_) => {
-                        delivery
-                            .reject(BasicRejectOptions { requeue: false })
-                            .await
+                        delivery.reject(BasicRejectOptions { requeue: false }).await
                     }
                     Disposition::Requeue => {
                         delivery

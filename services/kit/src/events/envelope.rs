@@ -97,7 +97,9 @@ mod tests {
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         };
         let e = ctx
-            .scope(async { Envelope::new("identity", "user.registered", serde_json::json!({"a": 1})).unwrap() })
+            .scope(async {
+                Envelope::new("identity", "user.registered", serde_json::json!({"a": 1})).unwrap()
+            })
             .await;
         assert_eq!(e.correlation_id.as_deref(), Some("req-1"));
         assert_eq!(e.routing_key(), "user.registered");

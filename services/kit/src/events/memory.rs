@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::bus::{
-    BusError, DeadLetter, Disposition, Subscription, Topology, handle_with_retries,
-};
+use super::bus::{BusError, DeadLetter, Disposition, Subscription, Topology, handle_with_retries};
 use super::envelope::{Envelope, topic_matches};
 
 #[derive(Clone)]
