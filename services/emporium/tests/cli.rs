@@ -1,0 +1,206 @@
+//! The `emporium` binary as a person uses it: `up` serves the README's
+//! walk-through and keeps its data across restarts; bad configuration stops
+//! `serve` with a message naming the variable.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_emporium");
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Start `emporium up` and wait for its banner; returns the admin password.
+fn up(data_dir: &std::path::Path, port: u16) -> (Running, String) {
+    let mut child = Command::new(BIN)
+        .args(["up", "--port", &port.to_string(), "--data-dir"])
+        .arg(data_dir)
+        .env("EMPORIUM_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start emporium up");
+    let stdout = child.stdout.take().unwrap();
+    let mut password = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("Demo admin: admin@emporium.local / ") {
+            password = Some(rest.trim().to_string());
+        }
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    (Running(child), password.expect("the banner names the demo admin"))
+}
+
+#[tokio::test]
+async fn up_serves_the_walkthrough_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let (running, admin_password) = up(dir.path(), port);
+
+    let res = http
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&json!({"email": "ada@example.com", "password": "correct horse battery", "name": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let login: Value = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": "ada@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = login["access_token"].as_str().unwrap();
+    let me: Value = http
+        .get(format!("{base}/api/v1/users/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], "ada@example.com");
+    let refreshed: Value = http
+        .post(format!("{base}/api/v1/auth/refresh"))
+        .json(&json!({"refresh_token": login["refresh_token"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let res = http
+        .post(format!("{base}/api/v1/auth/logout"))
+        .json(&json!({"refresh_token": refreshed["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+
+    // The demo admin can list users.
+    let admin: Value = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": "admin@emporium.local", "password": admin_password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let users = http
+        .get(format!("{base}/api/v1/users"))
+        .bearer_auth(admin["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(users.status(), 200);
+
+    // Restart on the same data: the account, the admin and the old token survive.
+    drop(running);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_running, admin_again) = up(dir.path(), port);
+    assert_eq!(admin_again, admin_password);
+    let res = http
+        .get(format!("{base}/api/v1/users/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the signing key is kept in the data directory");
+    let res = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": "ada@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+fn serve_fails_with(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("run emporium");
+    assert!(!out.status.success(), "{args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn bad_configuration_names_the_variable() {
+    let err = serve_fails_with(
+        &["serve", "identity"],
+        &[
+            ("EMPORIUM_DATABASE_URL", "mysql://db/identity"),
+            ("EMPORIUM_CACHE_URL", "memory://"),
+            ("EMPORIUM_BUS_URL", "memory://"),
+        ],
+    );
+    assert!(err.contains("EMPORIUM_DATABASE_URL") && err.contains("mysql"), "{err}");
+
+    let err = serve_fails_with(
+        &["serve", "identity"],
+        &[
+            ("EMPORIUM_DATABASE_URL", "sqlite:///tmp/x.db"),
+            ("EMPORIUM_CACHE_URL", "memory://"),
+        ],
+    );
+    assert!(err.contains("EMPORIUM_BUS_URL"), "{err}");
+
+    let err = serve_fails_with(
+        &["serve", "identity"],
+        &[
+            ("EMPORIUM_DATABASE_URL", "sqlite:///tmp/x.db"),
+            ("EMPORIUM_CACHE_URL", "memory://"),
+            ("EMPORIUM_BUS_URL", "memory://"),
+        ],
+    );
+    assert!(err.contains("EMPORIUM_JWT_SIGNING_KEY"), "{err}");
+
+    let err = serve_fails_with(
+        &["serve", "gateway"],
+        &[("EMPORIUM_UPSTREAMS", "identity=ftp://x")],
+    );
+    assert!(err.contains("EMPORIUM_UPSTREAMS"), "{err}");
+
+    let err = serve_fails_with(
+        &["serve", "gateway"],
+        &[
+            ("EMPORIUM_UPSTREAMS", "identity=http://127.0.0.1:1"),
+            ("EMPORIUM_LISTEN", "not-an-address"),
+        ],
+    );
+    assert!(err.contains("EMPORIUM_LISTEN"), "{err}");
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["up", "serve", "migrate", "keygen"] {
+        assert!(text.contains(cmd), "{text}");
+    }
+}
