@@ -2,6 +2,7 @@
 //! same on every machine. `cargo xtask test` is the one command that runs the
 //! whole test suite; `.ci/run` calls exactly that.
 
+mod bench;
 mod cmd;
 mod provision;
 mod test;
@@ -21,6 +22,7 @@ USAGE:
     cargo xtask test [--no-lint] [--only embedded|real] [--dry-run] [-- <runner args>...]
     cargo xtask services start
     cargo xtask services stop
+    cargo xtask bench gateway
 
 COMMANDS:
     test            Lint, provision PostgreSQL, Redis and RabbitMQ, then run the test
@@ -35,6 +37,10 @@ COMMANDS:
     services start  Provision the backends and print their URLs as `export` lines:
                         eval \"$(cargo xtask services start)\"
     services stop   Stop the backends that xtask started (and nothing else).
+
+    bench gateway   Release build; the same load direct to an upstream and through the
+                    gateway (JWT check and rate limiter on); prints requests/s, p50/p99
+                    and the ratio. Uses oha (installed with cargo if missing).
 
 BACKENDS:
     Each is used where its URL points if something answers there; otherwise xtask
@@ -69,6 +75,10 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
         Some("test") => test::run(&root, &test_options(args)?),
+        Some("bench") => {
+            bench::run(&root, &args.collect::<Vec<_>>())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some("services") => match (args.next().as_deref(), args.next()) {
             (Some("start"), None) => {
                 let urls = provision::provision(&root)?;

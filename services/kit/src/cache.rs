@@ -150,6 +150,35 @@ impl Cache {
         Ok(())
     }
 
+    /// Add one to a long-lived counter (a generation number, say) and
+    /// return its new value.
+    pub async fn incr(&self, key: &str) -> Result<i64, CacheError> {
+        let key = self.key(key);
+        match &self.store {
+            Store::Redis(c) => Ok(c.clone().incr(key, 1).await?),
+            Store::Memory(m) => {
+                let entry = m
+                    .entry(key)
+                    .and_upsert_with(|existing| {
+                        let n = existing
+                            .map(|e| decode_i64(&e.into_value().value))
+                            .unwrap_or(0);
+                        std::future::ready(Entry {
+                            value: (n + 1).to_string().into_bytes().into(),
+                            ttl: Duration::from_secs(365 * 24 * 3600),
+                        })
+                    })
+                    .await;
+                Ok(decode_i64(&entry.into_value().value))
+            }
+        }
+    }
+
+    /// Read a counter kept by [`Cache::incr`] (0 when unset).
+    pub async fn get_counter(&self, key: &str) -> Result<i64, CacheError> {
+        Ok(self.get(key).await?.map(|v| decode_i64(&v)).unwrap_or(0))
+    }
+
     /// Add one to a counter that lives `window` from its first increment;
     /// returns the new count and the seconds left in the window.
     pub async fn incr_in_window(
@@ -244,6 +273,13 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+fn decode_i64(v: &[u8]) -> i64 {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 fn encode_counter(count: i64, started: u64) -> Vec<u8> {
     let mut v = count.to_le_bytes().to_vec();
     v.extend_from_slice(&started.to_le_bytes());
@@ -287,6 +323,15 @@ mod tests {
             assert!(left > 0 && left <= 60);
         }
         assert_eq!(c.counter("k").await.unwrap().0, 3);
+    }
+
+    #[tokio::test]
+    async fn generation_counter() {
+        let c = Cache::memory("t");
+        assert_eq!(c.get_counter("gen").await.unwrap(), 0);
+        assert_eq!(c.incr("gen").await.unwrap(), 1);
+        assert_eq!(c.incr("gen").await.unwrap(), 2);
+        assert_eq!(c.get_counter("gen").await.unwrap(), 2);
     }
 
     #[tokio::test]

@@ -1,0 +1,1 @@
+//! The cart service (being written).
