@@ -6,3 +6,6 @@ mod catalog;
 mod events;
 mod gateway;
 mod identity;
+mod notifications;
+mod orders;
+mod payments;

@@ -11,7 +11,6 @@ pub struct Figures {
     pub requests_per_sec: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
-    pub success_rate: f64,
 }
 
 pub fn ensure_oha() -> Result<()> {
@@ -44,7 +43,6 @@ pub fn run(url: &str, headers: &[(&str, &str)], seconds: u32, connections: u32, 
         requests_per_sec: get(&summary["requestsPerSec"], "requestsPerSec")?,
         p50_ms: get(&pct["p50"], "p50")? * 1000.0,
         p99_ms: get(&pct["p99"], "p99")? * 1000.0,
-        success_rate: get(&summary["successRate"], "successRate")?,
     };
     let non_200: u64 = v["statusCodeDistribution"]
         .as_object()
