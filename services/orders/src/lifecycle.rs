@@ -1,0 +1,187 @@
+//! Every status change of an order goes through [`apply`]: lock the order,
+//! check the status machine, record the change with its history entry and
+//! the event announcing it, all in one transaction. Saga consumers also
+//! claim the causing event in the same transaction, so a redelivery changes
+//! nothing.
+
+use std::time::Duration;
+
+use kit::clock::now_millis;
+use kit::events::{Envelope, EventBus, HandlerError, Subscription, inbox};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::domain::OrderStatus;
+use crate::error::{OrderError, Result};
+use crate::events::{AboutOrder, OrderChanged, SERVICE};
+use crate::storage::orders::{self, OrderRecord};
+
+#[derive(Debug)]
+pub enum Applied {
+    Changed(Box<OrderRecord>),
+    /// The order is in a state where the change no longer applies.
+    Ignored(OrderStatus),
+    /// The causing event was handled before.
+    Duplicate,
+    Missing,
+}
+
+pub struct Change<'a> {
+    pub order_id: Uuid,
+    pub next: OrderStatus,
+    pub reason: Option<&'a str>,
+    /// The event that causes the change (claimed in the inbox).
+    pub cause: Option<&'a Envelope>,
+    /// Refuse (rather than ignore) a change the status machine forbids.
+    pub strict: bool,
+    /// Only the owner may make it (`None`: anyone allowed to call).
+    pub owner: Option<Uuid>,
+}
+
+pub async fn apply(state: &AppState, change: Change<'_>) -> Result<Applied> {
+    let mut tx = state.db.begin().await?;
+    if let Some(event) = change.cause
+        && !inbox::first_delivery(&mut tx, SERVICE, event).await?
+    {
+        tx.commit().await?;
+        return Ok(Applied::Duplicate);
+    }
+    let Some(order) = orders::lock(&mut tx, state.db.backend(), change.order_id).await? else {
+        tx.commit().await?;
+        return Ok(Applied::Missing);
+    };
+    if change.owner.is_some_and(|owner| owner != order.customer_id) {
+        return Err(OrderError::NotFound);
+    }
+    if !order.status.can_become(change.next) {
+        if change.strict {
+            return Err(OrderError::IllegalTransition {
+                from: order.status,
+                to: change.next,
+            });
+        }
+        tx.commit().await?;
+        return Ok(Applied::Ignored(order.status));
+    }
+    let now = now_millis();
+    orders::set_status(&mut tx, &order, change.next, change.reason, now).await?;
+    let was_paid = order.status.is_paid();
+    let mut updated = order;
+    updated.status = change.next;
+    updated.updated_at = now;
+    if let Some(event_type) = change.next.event_type() {
+        let payload = if change.next == OrderStatus::Cancelled {
+            OrderChanged::new(&updated, change.reason, Some(was_paid))
+        } else {
+            OrderChanged::new(&updated, None, None)
+        };
+        let event = Envelope::new(SERVICE, event_type, payload)?;
+        state.outbox.record(&mut tx, &event).await?;
+    }
+    tx.commit().await?;
+    state.outbox.notify_committed();
+    metrics::counter!("order_transitions_total", "to" => change.next.as_str()).increment(1);
+    tracing::info!(order_id = %updated.id, status = %updated.status, reason = change.reason.unwrap_or(""), "order status changed");
+    Ok(Applied::Changed(Box::new(updated)))
+}
+
+fn saga_step(state: &AppState, next: OrderStatus, default_reason: Option<&'static str>) -> impl kit::events::EventHandler {
+    let state = state.clone();
+    move |event: Envelope| {
+        let state = state.clone();
+        async move {
+            let about: AboutOrder = event.payload_as().map_err(HandlerError::poison)?;
+            let detailed;
+            let reason = match (default_reason, about.reason.as_deref()) {
+                (Some(base), Some(detail)) => {
+                    detailed = format!("{base}: {detail}");
+                    Some(detailed.as_str())
+                }
+                (base, _) => base,
+            };
+            let outcome = apply(
+                &state,
+                Change {
+                    order_id: about.order_id,
+                    next,
+                    reason,
+                    cause: Some(&event),
+                    strict: false,
+                    owner: None,
+                },
+            )
+            .await;
+            match outcome {
+                Ok(Applied::Ignored(current)) => {
+                    tracing::info!(order_id = %about.order_id, %current, event = %event.event_type, "event no longer applies");
+                    Ok(())
+                }
+                Ok(_) => Ok(()),
+                Err(OrderError::Database(e)) => Err(HandlerError::transient(e)),
+                Err(e) => Err(HandlerError::transient(e)),
+            }
+        }
+    }
+}
+
+/// The saga steps orders takes on other services' events.
+pub fn subscriptions(state: &AppState) -> Vec<Subscription> {
+    vec![
+        Subscription::new(SERVICE, "stock.reserved", saga_step(state, OrderStatus::AwaitingPayment, None)),
+        Subscription::new(SERVICE, "stock.rejected", saga_step(state, OrderStatus::Cancelled, Some("out_of_stock"))),
+        Subscription::new(SERVICE, "payment.succeeded", saga_step(state, OrderStatus::Confirmed, None)),
+        Subscription::new(SERVICE, "payment.failed", saga_step(state, OrderStatus::Cancelled, Some("payment_failed"))),
+    ]
+}
+
+pub async fn subscribe_all(state: &AppState, bus: &EventBus, shutdown: &CancellationToken) -> std::result::Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let mut handles = Vec::new();
+    for s in subscriptions(state) {
+        handles.push(bus.subscribe(s, shutdown.clone()).await.map_err(|e| e.to_string())?);
+    }
+    Ok(handles)
+}
+
+/// Cancel orders whose payment did not succeed in time.
+pub async fn sweep_payment_timeouts(state: AppState, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let overdue = async {
+            let mut tx = state.db.begin().await?;
+            let ids = orders::overdue(&mut tx, state.db.backend(), now_millis(), 100).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(ids)
+        }
+        .await;
+        let ids = match overdue {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "payment timeout sweep failed");
+                continue;
+            }
+        };
+        for id in ids {
+            let result = apply(
+                &state,
+                Change {
+                    order_id: id,
+                    next: OrderStatus::Cancelled,
+                    reason: Some("payment_timeout"),
+                    cause: None,
+                    strict: false,
+                    owner: None,
+                },
+            )
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(order_id = %id, error = %e, "cannot cancel an overdue order");
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kit::auth::AuthUser;
+use kit::json::{ApiJson, ApiQuery};
+use kit::problem::ProblemBody;
+use kit::{FieldError, Problem};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::checkout::{self, PlaceOrder};
+use crate::domain::{Money, OrderStatus, ShippingAddress};
+use crate::error::{OrderError, Result};
+use crate::lifecycle::{self, Applied, Change};
+use crate::storage::orders::{self as store, ListFilter, OrderLine, OrderRecord};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/orders", post(place).get(list))
+        .route("/api/v1/orders/{id}", get(get_one))
+        .route("/api/v1/orders/{id}/cancel", post(cancel))
+        .route("/api/v1/orders/{id}/status", post(set_status))
+}
+
+const MANAGE: &str = "orders:manage";
+
+#[derive(Serialize, ToSchema)]
+pub struct HistoryView {
+    status: OrderStatus,
+    at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OrderView {
+    id: Uuid,
+    number: String,
+    status: OrderStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancel_reason: Option<String>,
+    lines: Vec<OrderLine>,
+    subtotal: Money,
+    shipping: Money,
+    tax: Money,
+    total: Money,
+    shipping_address: ShippingAddress,
+    history: Vec<HistoryView>,
+    created_at: String,
+}
+
+async fn view(state: &AppState, o: OrderRecord) -> Result<OrderView> {
+    let history = store::history(state.db.pool(), o.id)
+        .await?
+        .into_iter()
+        .map(|h| HistoryView {
+            status: h.status,
+            at: kit::clock::rfc3339(h.at),
+            reason: h.reason,
+        })
+        .collect();
+    Ok(OrderView {
+        id: o.id,
+        number: o.number,
+        status: o.status,
+        cancel_reason: o.cancel_reason,
+        lines: o.lines,
+        subtotal: Money::new(o.subtotal, &o.currency),
+        shipping: Money::new(o.shipping, &o.currency),
+        tax: Money::new(o.tax, &o.currency),
+        total: Money::new(o.total, &o.currency),
+        shipping_address: o.shipping_address,
+        history,
+        created_at: kit::clock::rfc3339(o.created_at),
+    })
+}
+
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim()))
+        .unwrap_or_default()
+}
+
+/// Place an order from the caller's cart.
+#[utoipa::path(post, path = "/api/v1/orders", tag = "orders", request_body = PlaceOrder,
+    params(("Idempotency-Key" = String, Header, description = "Makes retries safe: the same key and body return the same order")),
+    responses((status = 201, body = OrderView), (status = 200, body = OrderView, description = "A retry of an earlier request"),
+        (status = 400, body = ProblemBody), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)))]
+#[tracing::instrument(skip_all, err(level = "info", Display))]
+async fn place(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<PlaceOrder>,
+) -> Result<(StatusCode, Json<OrderView>)> {
+    let key = checkout::check_idempotency_key(headers.get("idempotency-key").and_then(|v| v.to_str().ok()))?;
+    let (status, order) = checkout::place_order(&state, &user, bearer(&headers), key, req).await?;
+    Ok((status, Json(view(&state, order).await?)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Page size, 1 to 100 (default 20).
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<Uuid>,
+    /// Only orders in this status.
+    status: Option<OrderStatus>,
+    /// Only orders placed at or after this time (RFC 3339).
+    from: Option<String>,
+    /// Only orders placed before this time (RFC 3339).
+    to: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OrderPage {
+    items: Vec<OrderView>,
+    next_cursor: Option<Uuid>,
+}
+
+fn parse_time(field: &str, v: &Option<String>, errors: &mut Vec<FieldError>) -> Option<i64> {
+    let raw = v.as_deref()?;
+    match time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339) {
+        Ok(t) => Some((t.unix_timestamp_nanos() / 1_000_000) as i64),
+        Err(_) => {
+            errors.push(FieldError::new(field, "must be an RFC 3339 time such as 2026-11-29T00:00:00Z"));
+            None
+        }
+    }
+}
+
+/// The caller's orders, newest first; admins see every customer's.
+#[utoipa::path(get, path = "/api/v1/orders", tag = "orders", params(ListQuery),
+    responses((status = 200, body = OrderPage), (status = 401, body = ProblemBody), (status = 422, body = ProblemBody)))]
+async fn list(State(state): State<AppState>, user: AuthUser, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<OrderPage>> {
+    let mut errors = Vec::new();
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        errors.push(FieldError::new("limit", "must be between 1 and 100"));
+    }
+    let created_from = parse_time("from", &q.from, &mut errors);
+    let created_to = parse_time("to", &q.to, &mut errors);
+    if !errors.is_empty() {
+        return Err(OrderError::Validation(errors));
+    }
+    let filter = ListFilter {
+        customer: (!user.has_permission(MANAGE)).then_some(user.id),
+        status: q.status,
+        created_from,
+        created_to,
+        before: q.cursor,
+    };
+    let mut rows = store::list(&state.db, &filter, limit + 1).await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|o| o.id)
+    } else {
+        None
+    };
+    let mut items = Vec::with_capacity(rows.len());
+    for o in rows {
+        items.push(view(&state, o).await?);
+    }
+    Ok(Json(OrderPage { items, next_cursor }))
+}
+
+fn order_id(raw: &str) -> Result<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| OrderError::NotFound)
+}
+
+/// One order: the caller's own (another customer's is a 404), or any for admins.
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders",
+    responses((status = 200, body = OrderView), (status = 404, body = ProblemBody)))]
+async fn get_one(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> Result<Json<OrderView>> {
+    let order = store::by_id(state.db.pool(), order_id(&id)?)
+        .await?
+        .filter(|o| o.customer_id == user.id || user.has_permission(MANAGE))
+        .ok_or(OrderError::NotFound)?;
+    Ok(Json(view(&state, order).await?))
+}
+
+/// Cancel an order before it ships; a paid order is refunded.
+#[utoipa::path(post, path = "/api/v1/orders/{id}/cancel", tag = "orders",
+    responses((status = 200, body = OrderView), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody)))]
+#[tracing::instrument(skip_all, err(level = "info", Display))]
+async fn cancel(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> Result<Json<OrderView>> {
+    let owner = (!user.has_permission(MANAGE)).then_some(user.id);
+    let outcome = lifecycle::apply(
+        &state,
+        Change {
+            order_id: order_id(&id)?,
+            next: OrderStatus::Cancelled,
+            reason: Some(if owner.is_some() { "customer_request" } else { "cancelled_by_shop" }),
+            cause: None,
+            strict: true,
+            owner,
+        },
+    )
+    .await?;
+    match outcome {
+        Applied::Changed(order) => Ok(Json(view(&state, *order).await?)),
+        _ => Err(OrderError::NotFound),
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChange {
+    /// `processing`, `shipped` or `delivered`.
+    status: OrderStatus,
+}
+
+/// Move an order along fulfilment (admin).
+#[utoipa::path(post, path = "/api/v1/orders/{id}/status", tag = "orders", request_body = StatusChange,
+    responses((status = 200, body = OrderView), (status = 403, body = ProblemBody), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)))]
+#[tracing::instrument(skip_all, err(level = "info", Display))]
+async fn set_status(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<StatusChange>,
+) -> Result<Json<OrderView>> {
+    user.require_permission(MANAGE)?;
+    if !matches!(req.status, OrderStatus::Processing | OrderStatus::Shipped | OrderStatus::Delivered) {
+        return Err(Problem::validation(vec![FieldError::new(
+            "status",
+            "must be processing, shipped or delivered",
+        )])
+        .into());
+    }
+    let outcome = lifecycle::apply(
+        &state,
+        Change {
+            order_id: order_id(&id)?,
+            next: req.status,
+            reason: Some("fulfilment"),
+            cause: None,
+            strict: true,
+            owner: None,
+        },
+    )
+    .await?;
+    match outcome {
+        Applied::Changed(order) => Ok(Json(view(&state, *order).await?)),
+        _ => Err(OrderError::NotFound),
+    }
+}
