@@ -121,6 +121,16 @@ pub struct TokenVerifier {
     /// `kid`s cannot hammer identity.
     min_refetch: Duration,
     max_age: Duration,
+    /// Tokens already verified, until they expire: a signature check costs
+    /// far more than a lookup, and clients reuse a token many times.
+    verified: moka::future::Cache<Arc<str>, (AuthUser, i64)>,
+}
+
+fn verified_cache() -> moka::future::Cache<Arc<str>, (AuthUser, i64)> {
+    moka::future::Cache::builder()
+        .max_capacity(50_000)
+        .time_to_live(Duration::from_secs(300))
+        .build()
 }
 
 impl TokenVerifier {
@@ -141,6 +151,7 @@ impl TokenVerifier {
             refetch: Mutex::new(()),
             min_refetch: Duration::from_secs(1),
             max_age: Duration::from_secs(300),
+            verified: verified_cache(),
         }
     }
 
@@ -157,6 +168,7 @@ impl TokenVerifier {
             refetch: Mutex::new(()),
             min_refetch: Duration::from_secs(1),
             max_age: Duration::MAX,
+            verified: verified_cache(),
         }
     }
 
@@ -232,6 +244,18 @@ impl TokenVerifier {
     }
 
     pub async fn verify(&self, token: &str) -> Result<AuthUser, TokenError> {
+        if let Some((user, exp)) = self.verified.get(token).await {
+            if exp > now_secs() {
+                return Ok(user);
+            }
+            self.verified.invalidate(token).await;
+        }
+        let (user, exp) = self.verify_signature(token).await?;
+        self.verified.insert(token.into(), (user.clone(), exp)).await;
+        Ok(user)
+    }
+
+    async fn verify_signature(&self, token: &str) -> Result<(AuthUser, i64), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::Algorithm);
@@ -243,7 +267,7 @@ impl TokenVerifier {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 5;
+        validation.leeway = VALIDATION_LEEWAY_SECS as u64;
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e
             .kind()
         {
@@ -251,8 +275,18 @@ impl TokenVerifier {
             jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
             other => TokenError::Invalid(format!("{other:?}")),
         })?;
-        Ok(data.claims.into())
+        let exp = data.claims.exp;
+        Ok((data.claims.into(), exp))
     }
+}
+
+const VALIDATION_LEEWAY_SECS: i64 = 5;
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn decode_jwks(set: &JwkSet) -> HashMap<String, DecodingKey> {
