@@ -36,7 +36,10 @@ pub fn check_idempotency_key(raw: Option<&str>) -> Result<String> {
 
 fn request_hash(req: &PlaceOrder) -> String {
     let canonical = serde_json::to_vec(req).unwrap_or_default();
-    Sha256::digest(&canonical).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(&canonical)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `ORD-YYYYMMDD-XXXXXXXX`, the tail in Crockford base32 (no I, L, O, U).
@@ -76,7 +79,9 @@ pub async fn place_order(
         return Err(OrderError::Validation(errors));
     }
     let hash = request_hash(&req);
-    if let Some(existing) = orders::by_idempotency_key(state.db.pool(), user.id, &idempotency_key).await? {
+    if let Some(existing) =
+        orders::by_idempotency_key(state.db.pool(), user.id, &idempotency_key).await?
+    {
         return replay(existing, &hash);
     }
 
@@ -110,7 +115,9 @@ pub async fn place_order(
     }
     let currency = lines[0].unit_price.currency.clone();
     if lines.iter().any(|l| l.unit_price.currency != currency) {
-        return Err(OrderError::ProductUnavailable("the cart mixes currencies".into()));
+        return Err(OrderError::ProductUnavailable(
+            "the cart mixes currencies".into(),
+        ));
     }
     let totals = state
         .settings
@@ -158,9 +165,10 @@ pub async fn place_order(
             }
             InsertOutcome::DuplicateKey => {
                 tx.rollback().await?;
-                let existing = orders::by_idempotency_key(state.db.pool(), user.id, &idempotency_key)
-                    .await?
-                    .ok_or(OrderError::NotFound)?;
+                let existing =
+                    orders::by_idempotency_key(state.db.pool(), user.id, &idempotency_key)
+                        .await?
+                        .ok_or(OrderError::NotFound)?;
                 return replay(existing, &hash);
             }
         }
@@ -180,14 +188,27 @@ mod tests {
         let n = order_number(1_795_953_600_000);
         assert!(n.starts_with("ORD-20261129-"), "{n}");
         assert_eq!(n.len(), "ORD-20261129-".len() + 8);
-        assert!(n[13..].chars().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()));
+        assert!(
+            n[13..]
+                .chars()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+        );
     }
 
     #[test]
     fn idempotency_keys_are_checked() {
-        assert!(matches!(check_idempotency_key(None), Err(OrderError::MissingIdempotencyKey)));
-        assert!(matches!(check_idempotency_key(Some("")), Err(OrderError::BadIdempotencyKey)));
-        assert!(matches!(check_idempotency_key(Some("has space")), Err(OrderError::BadIdempotencyKey)));
+        assert!(matches!(
+            check_idempotency_key(None),
+            Err(OrderError::MissingIdempotencyKey)
+        ));
+        assert!(matches!(
+            check_idempotency_key(Some("")),
+            Err(OrderError::BadIdempotencyKey)
+        ));
+        assert!(matches!(
+            check_idempotency_key(Some("has space")),
+            Err(OrderError::BadIdempotencyKey)
+        ));
         assert_eq!(check_idempotency_key(Some("abc-123")).unwrap(), "abc-123");
     }
 }

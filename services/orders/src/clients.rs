@@ -11,7 +11,10 @@ use crate::domain::Money;
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
     #[error("{service} is unavailable: {reason}")]
-    Unavailable { service: &'static str, reason: String },
+    Unavailable {
+        service: &'static str,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,8 +70,14 @@ impl Peers {
 
     /// The signed-in caller's cart, read with their own token.
     pub async fn cart(&self, bearer: &str) -> Result<CartView, PeerError> {
-        let unavailable = |reason: String| PeerError::Unavailable { service: "cart", reason };
-        let url = self.cart.join("/api/v1/cart").map_err(|e| unavailable(e.to_string()))?;
+        let unavailable = |reason: String| PeerError::Unavailable {
+            service: "cart",
+            reason,
+        };
+        let url = self
+            .cart
+            .join("/api/v1/cart")
+            .map_err(|e| unavailable(e.to_string()))?;
         let res = self
             .get(url)
             .header(http::header::AUTHORIZATION, format!("Bearer {bearer}"))
@@ -82,14 +91,21 @@ impl Peers {
     }
 
     pub async fn products(&self, ids: &[Uuid]) -> Result<Vec<ProductView>, PeerError> {
-        let unavailable = |reason: String| PeerError::Unavailable { service: "catalog", reason };
+        let unavailable = |reason: String| PeerError::Unavailable {
+            service: "catalog",
+            reason,
+        };
         let mut url = self
             .catalog
             .join("/api/v1/products")
             .map_err(|e| unavailable(e.to_string()))?;
         let joined: Vec<String> = ids.iter().map(Uuid::to_string).collect();
         url.query_pairs_mut().append_pair("ids", &joined.join(","));
-        let res = self.get(url).send().await.map_err(|e| unavailable(e.to_string()))?;
+        let res = self
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
         if !res.status().is_success() {
             return Err(unavailable(format!("answered {}", res.status())));
         }

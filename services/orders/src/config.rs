@@ -1,6 +1,9 @@
 use std::time::Duration;
 
-use kit::config::{BusUrl, DatabaseUrl, HttpArgs, TokenArgs, parse_bus_url, parse_database_url, parse_duration_secs};
+use kit::config::{
+    BusUrl, DatabaseUrl, HttpArgs, TokenArgs, parse_bus_url, parse_database_url,
+    parse_duration_secs,
+};
 
 use crate::Settings;
 use crate::domain::PricingPolicy;
@@ -19,10 +22,20 @@ pub struct OrdersConfig {
     #[arg(long, env = "EMPORIUM_BUS_URL", value_name = "EMPORIUM_BUS_URL", value_parser = parse_bus_url, hide_env_values = true)]
     pub bus_url: BusUrl,
     /// Base URL of the cart service.
-    #[arg(long, env = "EMPORIUM_CART_URL", value_name = "EMPORIUM_CART_URL", default_value = "http://cart:8080")]
+    #[arg(
+        long,
+        env = "EMPORIUM_CART_URL",
+        value_name = "EMPORIUM_CART_URL",
+        default_value = "http://cart:8080"
+    )]
     pub cart_url: url::Url,
     /// Base URL of the catalog service.
-    #[arg(long, env = "EMPORIUM_CATALOG_URL", value_name = "EMPORIUM_CATALOG_URL", default_value = "http://catalog:8080")]
+    #[arg(
+        long,
+        env = "EMPORIUM_CATALOG_URL",
+        value_name = "EMPORIUM_CATALOG_URL",
+        default_value = "http://catalog:8080"
+    )]
     pub catalog_url: url::Url,
     /// Flat shipping fee in minor units.
     #[arg(long, env = "EMPORIUM_SHIPPING_FEE", default_value_t = 499, value_parser = clap::value_parser!(i64).range(0..))]

@@ -53,9 +53,11 @@ impl From<OrderError> for Problem {
                 "This Idempotency-Key was used for a different request",
             ),
             OrderError::EmptyCart => Problem::conflict("cart-empty", "The cart is empty"),
-            OrderError::ProductUnavailable(detail) => {
-                Problem::conflict("product-unavailable", "A product in the cart is not available").detail(detail)
-            }
+            OrderError::ProductUnavailable(detail) => Problem::conflict(
+                "product-unavailable",
+                "A product in the cart is not available",
+            )
+            .detail(detail),
             OrderError::NotFound => Problem::not_found("no such order"),
             OrderError::IllegalTransition { from, to } => {
                 Problem::conflict("illegal-transition", "The order cannot make that change")

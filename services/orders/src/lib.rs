@@ -98,7 +98,8 @@ impl Orders {
         backends: Backends,
     ) -> Result<Self, StartError> {
         let Backends { db, bus } = backends;
-        db.migrate(&storage::POSTGRES_MIGRATIONS, &storage::SQLITE_MIGRATIONS).await?;
+        db.migrate(&storage::POSTGRES_MIGRATIONS, &storage::SQLITE_MIGRATIONS)
+            .await?;
         kit::events::ensure_schema(&db).await?;
         let state = AppState {
             db: db.clone(),
@@ -135,11 +136,18 @@ impl Orders {
     }
 
     /// The outbox relay, the saga consumers and the payment-timeout sweep.
-    pub async fn spawn_workers(&self, shutdown: CancellationToken) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
+    pub async fn spawn_workers(
+        &self,
+        shutdown: CancellationToken,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
         let mut handles = lifecycle::subscribe_all(&self.state, &self.bus, &shutdown)
             .await
             .map_err(StartError::Bus)?;
-        let relay = OutboxRelay::new(self.state.db.clone(), self.bus.clone(), self.state.outbox.clone());
+        let relay = OutboxRelay::new(
+            self.state.db.clone(),
+            self.bus.clone(),
+            self.state.outbox.clone(),
+        );
         handles.push(tokio::spawn(relay.run(shutdown.clone())));
         handles.push(tokio::spawn(lifecycle::sweep_payment_timeouts(
             self.state.clone(),

@@ -86,7 +86,11 @@ pub async fn apply(state: &AppState, change: Change<'_>) -> Result<Applied> {
     Ok(Applied::Changed(Box::new(updated)))
 }
 
-fn saga_step(state: &AppState, next: OrderStatus, default_reason: Option<&'static str>) -> impl kit::events::EventHandler {
+fn saga_step(
+    state: &AppState,
+    next: OrderStatus,
+    default_reason: Option<&'static str>,
+) -> impl kit::events::EventHandler {
     let state = state.clone();
     move |event: Envelope| {
         let state = state.clone();
@@ -128,17 +132,41 @@ fn saga_step(state: &AppState, next: OrderStatus, default_reason: Option<&'stati
 /// The saga steps orders takes on other services' events.
 pub fn subscriptions(state: &AppState) -> Vec<Subscription> {
     vec![
-        Subscription::new(SERVICE, "stock.reserved", saga_step(state, OrderStatus::AwaitingPayment, None)),
-        Subscription::new(SERVICE, "stock.rejected", saga_step(state, OrderStatus::Cancelled, Some("out_of_stock"))),
-        Subscription::new(SERVICE, "payment.succeeded", saga_step(state, OrderStatus::Confirmed, None)),
-        Subscription::new(SERVICE, "payment.failed", saga_step(state, OrderStatus::Cancelled, Some("payment_failed"))),
+        Subscription::new(
+            SERVICE,
+            "stock.reserved",
+            saga_step(state, OrderStatus::AwaitingPayment, None),
+        ),
+        Subscription::new(
+            SERVICE,
+            "stock.rejected",
+            saga_step(state, OrderStatus::Cancelled, Some("out_of_stock")),
+        ),
+        Subscription::new(
+            SERVICE,
+            "payment.succeeded",
+            saga_step(state, OrderStatus::Confirmed, None),
+        ),
+        Subscription::new(
+            SERVICE,
+            "payment.failed",
+            saga_step(state, OrderStatus::Cancelled, Some("payment_failed")),
+        ),
     ]
 }
 
-pub async fn subscribe_all(state: &AppState, bus: &EventBus, shutdown: &CancellationToken) -> std::result::Result<Vec<tokio::task::JoinHandle<()>>, String> {
+pub async fn subscribe_all(
+    state: &AppState,
+    bus: &EventBus,
+    shutdown: &CancellationToken,
+) -> std::result::Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let mut handles = Vec::new();
     for s in subscriptions(state) {
-        handles.push(bus.subscribe(s, shutdown.clone()).await.map_err(|e| e.to_string())?);
+        handles.push(
+            bus.subscribe(s, shutdown.clone())
+                .await
+                .map_err(|e| e.to_string())?,
+        );
     }
     Ok(handles)
 }

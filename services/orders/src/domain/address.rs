@@ -28,7 +28,10 @@ TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
 fn required(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) {
     let len = value.trim().chars().count();
     if len == 0 {
-        errors.push(FieldError::new(format!("shipping_address.{field}"), "must not be empty"));
+        errors.push(FieldError::new(
+            format!("shipping_address.{field}"),
+            "must not be empty",
+        ));
     } else if len > max {
         errors.push(FieldError::new(
             format!("shipping_address.{field}"),
@@ -44,15 +47,17 @@ impl ShippingAddress {
         required(&mut errors, "line1", &self.line1, 200);
         required(&mut errors, "city", &self.city, 100);
         required(&mut errors, "postal_code", &self.postal_code, 20);
-        if let Some(l2) = &self.line2 {
-            if l2.chars().count() > 200 {
-                errors.push(FieldError::new("shipping_address.line2", "must be at most 200 characters"));
-            }
+        if self.line2.as_ref().is_some_and(|l| l.chars().count() > 200) {
+            errors.push(FieldError::new(
+                "shipping_address.line2",
+                "must be at most 200 characters",
+            ));
         }
-        if let Some(s) = &self.state {
-            if s.chars().count() > 100 {
-                errors.push(FieldError::new("shipping_address.state", "must be at most 100 characters"));
-            }
+        if self.state.as_ref().is_some_and(|s| s.chars().count() > 100) {
+            errors.push(FieldError::new(
+                "shipping_address.state",
+                "must be at most 100 characters",
+            ));
         }
         let country = self.country.trim();
         if country.len() != 2 || !COUNTRIES.split(' ').any(|c| c == country) {
@@ -71,7 +76,12 @@ pub fn validate_payment_method(token: &str) -> Option<FieldError> {
         && token.starts_with("pm_")
         && token.len() > 3
         && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    (!ok).then(|| FieldError::new("payment_method", "must be a payment method token such as pm_card_visa"))
+    (!ok).then(|| {
+        FieldError::new(
+            "payment_method",
+            "must be a payment method token such as pm_card_visa",
+        )
+    })
 }
 
 #[cfg(test)]
@@ -101,7 +111,10 @@ mod tests {
         a.city = " ".into();
         a.country = "XX".into();
         let fields: Vec<String> = a.validate().into_iter().map(|e| e.field).collect();
-        assert_eq!(fields, vec!["shipping_address.city", "shipping_address.country"]);
+        assert_eq!(
+            fields,
+            vec!["shipping_address.city", "shipping_address.country"]
+        );
     }
 
     #[test]

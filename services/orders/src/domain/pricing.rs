@@ -52,7 +52,11 @@ impl PricingPolicy {
     }
 
     pub fn totals(&self, subtotal: i64) -> Totals {
-        let shipping = if subtotal >= self.free_shipping_from { 0 } else { self.shipping_fee };
+        let shipping = if subtotal >= self.free_shipping_from {
+            0
+        } else {
+            self.shipping_fee
+        };
         let tax = self.tax(subtotal);
         Totals {
             subtotal,

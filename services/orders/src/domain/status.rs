@@ -1,7 +1,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     Pending,
@@ -46,7 +48,10 @@ impl OrderStatus {
     pub fn is_paid(self) -> bool {
         matches!(
             self,
-            OrderStatus::Confirmed | OrderStatus::Processing | OrderStatus::Shipped | OrderStatus::Delivered
+            OrderStatus::Confirmed
+                | OrderStatus::Processing
+                | OrderStatus::Shipped
+                | OrderStatus::Delivered
         )
     }
 
@@ -95,7 +100,13 @@ mod tests {
 
     #[test]
     fn the_happy_path_is_allowed() {
-        for (a, b) in [(Pending, AwaitingPayment), (AwaitingPayment, Confirmed), (Confirmed, Processing), (Processing, Shipped), (Shipped, Delivered)] {
+        for (a, b) in [
+            (Pending, AwaitingPayment),
+            (AwaitingPayment, Confirmed),
+            (Confirmed, Processing),
+            (Processing, Shipped),
+            (Shipped, Delivered),
+        ] {
             assert!(a.can_become(b), "{a} -> {b}");
         }
     }
@@ -112,7 +123,13 @@ mod tests {
 
     #[test]
     fn round_trips_as_snake_case() {
-        assert_eq!("awaiting_payment".parse::<super::OrderStatus>().unwrap(), AwaitingPayment);
-        assert_eq!(serde_json::to_string(&AwaitingPayment).unwrap(), "\"awaiting_payment\"");
+        assert_eq!(
+            "awaiting_payment".parse::<super::OrderStatus>().unwrap(),
+            AwaitingPayment
+        );
+        assert_eq!(
+            serde_json::to_string(&AwaitingPayment).unwrap(),
+            "\"awaiting_payment\""
+        );
     }
 }

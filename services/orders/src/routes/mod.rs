@@ -10,15 +10,28 @@ use crate::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Emporium orders", version = "1", description = "Checkout and the order lifecycle."),
-    paths(orders::place, orders::list, orders::get_one, orders::cancel, orders::set_status),
-    components(schemas(kit::problem::ProblemBody, kit::FieldError)),
+    info(
+        title = "Emporium orders",
+        version = "1",
+        description = "Checkout and the order lifecycle."
+    ),
+    paths(
+        orders::place,
+        orders::list,
+        orders::get_one,
+        orders::cancel,
+        orders::set_status
+    ),
+    components(schemas(kit::problem::ProblemBody, kit::FieldError))
 )]
 pub struct ApiDoc;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(orders::router())
-        .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(ApiDoc::openapi()) }),
+        )
         .with_state(state)
 }

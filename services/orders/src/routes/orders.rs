@@ -98,7 +98,9 @@ async fn place(
     headers: HeaderMap,
     ApiJson(req): ApiJson<PlaceOrder>,
 ) -> Result<(StatusCode, Json<OrderView>)> {
-    let key = checkout::check_idempotency_key(headers.get("idempotency-key").and_then(|v| v.to_str().ok()))?;
+    let key = checkout::check_idempotency_key(
+        headers.get("idempotency-key").and_then(|v| v.to_str().ok()),
+    )?;
     let (status, order) = checkout::place_order(&state, &user, bearer(&headers), key, req).await?;
     Ok((status, Json(view(&state, order).await?)))
 }
@@ -129,7 +131,10 @@ fn parse_time(field: &str, v: &Option<String>, errors: &mut Vec<FieldError>) -> 
     match time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339) {
         Ok(t) => Some((t.unix_timestamp_nanos() / 1_000_000) as i64),
         Err(_) => {
-            errors.push(FieldError::new(field, "must be an RFC 3339 time such as 2026-11-29T00:00:00Z"));
+            errors.push(FieldError::new(
+                field,
+                "must be an RFC 3339 time such as 2026-11-29T00:00:00Z",
+            ));
             None
         }
     }
@@ -138,7 +143,11 @@ fn parse_time(field: &str, v: &Option<String>, errors: &mut Vec<FieldError>) -> 
 /// The caller's orders, newest first; admins see every customer's.
 #[utoipa::path(get, path = "/api/v1/orders", tag = "orders", params(ListQuery),
     responses((status = 200, body = OrderPage), (status = 401, body = ProblemBody), (status = 422, body = ProblemBody)))]
-async fn list(State(state): State<AppState>, user: AuthUser, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<OrderPage>> {
+async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<OrderPage>> {
     let mut errors = Vec::new();
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
@@ -177,7 +186,11 @@ fn order_id(raw: &str) -> Result<Uuid> {
 /// One order: the caller's own (another customer's is a 404), or any for admins.
 #[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders",
     responses((status = 200, body = OrderView), (status = 404, body = ProblemBody)))]
-async fn get_one(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> Result<Json<OrderView>> {
+async fn get_one(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<OrderView>> {
     let order = store::by_id(state.db.pool(), order_id(&id)?)
         .await?
         .filter(|o| o.customer_id == user.id || user.has_permission(MANAGE))
@@ -189,14 +202,22 @@ async fn get_one(State(state): State<AppState>, user: AuthUser, Path(id): Path<S
 #[utoipa::path(post, path = "/api/v1/orders/{id}/cancel", tag = "orders",
     responses((status = 200, body = OrderView), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody)))]
 #[tracing::instrument(skip_all, err(level = "info", Display))]
-async fn cancel(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> Result<Json<OrderView>> {
+async fn cancel(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<OrderView>> {
     let owner = (!user.has_permission(MANAGE)).then_some(user.id);
     let outcome = lifecycle::apply(
         &state,
         Change {
             order_id: order_id(&id)?,
             next: OrderStatus::Cancelled,
-            reason: Some(if owner.is_some() { "customer_request" } else { "cancelled_by_shop" }),
+            reason: Some(if owner.is_some() {
+                "customer_request"
+            } else {
+                "cancelled_by_shop"
+            }),
             cause: None,
             strict: true,
             owner,
@@ -227,7 +248,10 @@ async fn set_status(
     ApiJson(req): ApiJson<StatusChange>,
 ) -> Result<Json<OrderView>> {
     user.require_permission(MANAGE)?;
-    if !matches!(req.status, OrderStatus::Processing | OrderStatus::Shipped | OrderStatus::Delivered) {
+    if !matches!(
+        req.status,
+        OrderStatus::Processing | OrderStatus::Shipped | OrderStatus::Delivered
+    ) {
         return Err(Problem::validation(vec![FieldError::new(
             "status",
             "must be processing, shipped or delivered",

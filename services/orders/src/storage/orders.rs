@@ -65,7 +65,9 @@ fn from_row(row: &AnyRow) -> Result<OrderRecord, sqlx::Error> {
         number: row.try_get("number")?,
         customer_id: uuid(row.try_get("customer_id")?)?,
         customer_email: row.try_get("customer_email")?,
-        status: status.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+        status: status
+            .parse()
+            .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
         cancel_reason: row.try_get("cancel_reason")?,
         currency: row.try_get("currency")?,
         subtotal: row.try_get("subtotal")?,
@@ -93,7 +95,10 @@ pub enum InsertOutcome {
     DuplicateNumber,
 }
 
-pub async fn insert(tx: &mut Transaction<'static, Any>, o: &OrderRecord) -> Result<InsertOutcome, sqlx::Error> {
+pub async fn insert(
+    tx: &mut Transaction<'static, Any>,
+    o: &OrderRecord,
+) -> Result<InsertOutcome, sqlx::Error> {
     let sql = format!(
         "INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
     );
@@ -110,7 +115,10 @@ pub async fn insert(tx: &mut Transaction<'static, Any>, o: &OrderRecord) -> Resu
         .bind(o.tax)
         .bind(o.total)
         .bind(serde_json::to_string(&o.lines).map_err(|e| sqlx::Error::Encode(Box::new(e)))?)
-        .bind(serde_json::to_string(&o.shipping_address).map_err(|e| sqlx::Error::Encode(Box::new(e)))?)
+        .bind(
+            serde_json::to_string(&o.shipping_address)
+                .map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+        )
         .bind(&o.payment_method)
         .bind(&o.idempotency_key)
         .bind(&o.request_hash)
@@ -143,18 +151,23 @@ pub async fn add_history(
     reason: Option<&str>,
     at: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO order_history (id, order_id, status, reason, at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(Uuid::now_v7().to_string())
-        .bind(order_id.to_string())
-        .bind(status.as_str())
-        .bind(reason.map(str::to_string))
-        .bind(at)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO order_history (id, order_id, status, reason, at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .bind(order_id.to_string())
+    .bind(status.as_str())
+    .bind(reason.map(str::to_string))
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
-pub async fn by_id<'e>(db: impl Executor<'e, Database = Any>, id: Uuid) -> Result<Option<OrderRecord>, sqlx::Error> {
+pub async fn by_id<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: Uuid,
+) -> Result<Option<OrderRecord>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM orders WHERE id = $1");
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
@@ -167,7 +180,11 @@ pub async fn by_id<'e>(db: impl Executor<'e, Database = Any>, id: Uuid) -> Resul
 
 /// Read an order and lock it until the transaction ends, so concurrent
 /// transitions (a consumer, the timeout sweep, a customer) apply one by one.
-pub async fn lock(tx: &mut Transaction<'static, Any>, backend: Backend, id: Uuid) -> Result<Option<OrderRecord>, sqlx::Error> {
+pub async fn lock(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    id: Uuid,
+) -> Result<Option<OrderRecord>, sqlx::Error> {
     let lock = match backend {
         Backend::Postgres => " FOR UPDATE",
         Backend::Sqlite => "",
@@ -187,7 +204,8 @@ pub async fn by_idempotency_key<'e>(
     customer_id: Uuid,
     key: &str,
 ) -> Result<Option<OrderRecord>, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM orders WHERE customer_id = $1 AND idempotency_key = $2");
+    let sql =
+        format!("SELECT {COLUMNS} FROM orders WHERE customer_id = $1 AND idempotency_key = $2");
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(customer_id.to_string())
         .bind(key)
@@ -205,7 +223,11 @@ pub async fn set_status(
     reason: Option<&str>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let paid_at = if next == OrderStatus::Confirmed { Some(now) } else { order.paid_at };
+    let paid_at = if next == OrderStatus::Confirmed {
+        Some(now)
+    } else {
+        order.paid_at
+    };
     let cancel_reason = if next == OrderStatus::Cancelled {
         reason.map(str::to_string)
     } else {
@@ -222,16 +244,22 @@ pub async fn set_status(
     add_history(tx, order.id, next, reason, now).await
 }
 
-pub async fn history<'e>(db: impl Executor<'e, Database = Any>, order_id: Uuid) -> Result<Vec<HistoryEntry>, sqlx::Error> {
-    let rows = sqlx::query("SELECT status, reason, at FROM order_history WHERE order_id = $1 ORDER BY id")
-        .bind(order_id.to_string())
-        .fetch_all(db)
-        .await?;
+pub async fn history<'e>(
+    db: impl Executor<'e, Database = Any>,
+    order_id: Uuid,
+) -> Result<Vec<HistoryEntry>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT status, reason, at FROM order_history WHERE order_id = $1 ORDER BY id")
+            .bind(order_id.to_string())
+            .fetch_all(db)
+            .await?;
     rows.iter()
         .map(|r| {
             let status: String = r.try_get("status")?;
             Ok(HistoryEntry {
-                status: status.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+                status: status
+                    .parse()
+                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
                 reason: r.try_get("reason")?,
                 at: r.try_get("at")?,
             })
@@ -250,7 +278,11 @@ pub struct ListFilter {
 }
 
 /// Newest first, `limit` rows.
-pub async fn list(db: &Database, filter: &ListFilter, limit: i64) -> Result<Vec<OrderRecord>, sqlx::Error> {
+pub async fn list(
+    db: &Database,
+    filter: &ListFilter,
+    limit: i64,
+) -> Result<Vec<OrderRecord>, sqlx::Error> {
     let mut clauses = Vec::new();
     let mut binds: Vec<Bind> = Vec::new();
     let mut push = |clause: &str, value: Bind| {
@@ -299,7 +331,12 @@ enum Bind {
 
 /// Orders still waiting for payment past their deadline, claimed so that
 /// two sweepers never take the same one.
-pub async fn overdue(tx: &mut Transaction<'static, Any>, backend: Backend, now: i64, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+pub async fn overdue(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
     let lock = match backend {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
