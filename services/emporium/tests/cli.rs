@@ -20,7 +20,11 @@ impl Drop for Running {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Start `emporium up` and wait for its banner; returns the admin password.
@@ -37,14 +41,20 @@ fn up(data_dir: &std::path::Path, port: u16) -> (Running, String) {
     let mut password = None;
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
-        if let Some(rest) = line.trim().strip_prefix("Demo admin: admin@emporium.local / ") {
+        if let Some(rest) = line
+            .trim()
+            .strip_prefix("Demo admin: admin@emporium.local / ")
+        {
             password = Some(rest.trim().to_string());
         }
         if line.starts_with("Press Ctrl-C") {
             break;
         }
     }
-    (Running(child), password.expect("the banner names the demo admin"))
+    (
+        Running(child),
+        password.expect("the banner names the demo admin"),
+    )
 }
 
 #[tokio::test]
@@ -128,7 +138,11 @@ async fn up_serves_the_walkthrough_and_survives_a_restart() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 200, "the signing key is kept in the data directory");
+    assert_eq!(
+        res.status(),
+        200,
+        "the signing key is kept in the data directory"
+    );
     let res = http
         .post(format!("{base}/api/v1/auth/login"))
         .json(&json!({"email": "ada@example.com", "password": "correct horse battery"}))
@@ -159,7 +173,10 @@ fn bad_configuration_names_the_variable() {
             ("EMPORIUM_BUS_URL", "memory://"),
         ],
     );
-    assert!(err.contains("EMPORIUM_DATABASE_URL") && err.contains("mysql"), "{err}");
+    assert!(
+        err.contains("EMPORIUM_DATABASE_URL") && err.contains("mysql"),
+        "{err}"
+    );
 
     let err = serve_fails_with(
         &["serve", "identity"],

@@ -30,10 +30,16 @@ pub fn run(root: &Path, _args: &[String]) -> Result<()> {
         &["serve", "identity"],
         &[
             ("EMPORIUM_LISTEN", format!("127.0.0.1:{identity_port}")),
-            ("EMPORIUM_DATABASE_URL", format!("sqlite://{}", work.join("identity.db").display())),
+            (
+                "EMPORIUM_DATABASE_URL",
+                format!("sqlite://{}", work.join("identity.db").display()),
+            ),
             ("EMPORIUM_CACHE_URL", "memory://".into()),
             ("EMPORIUM_BUS_URL", "memory://".into()),
-            ("EMPORIUM_JWT_SIGNING_KEY_FILE", key_file.display().to_string()),
+            (
+                "EMPORIUM_JWT_SIGNING_KEY_FILE",
+                key_file.display().to_string(),
+            ),
         ],
         &work.join("identity.log"),
     )?;
@@ -46,8 +52,14 @@ pub fn run(root: &Path, _args: &[String]) -> Result<()> {
         &["serve", "gateway"],
         &[
             ("EMPORIUM_LISTEN", format!("127.0.0.1:{gateway_port}")),
-            ("EMPORIUM_UPSTREAMS", format!("identity=http://127.0.0.1:{identity_port}")),
-            ("EMPORIUM_JWKS_URL", format!("http://127.0.0.1:{identity_port}/.well-known/jwks.json")),
+            (
+                "EMPORIUM_UPSTREAMS",
+                format!("identity=http://127.0.0.1:{identity_port}"),
+            ),
+            (
+                "EMPORIUM_JWKS_URL",
+                format!("http://127.0.0.1:{identity_port}/.well-known/jwks.json"),
+            ),
             (
                 "EMPORIUM_GATEWAY_ROUTES",
                 "/api/v1/auth=identity:public,/.well-known/jwks.json=identity:protected".into(),
@@ -61,7 +73,13 @@ pub fn run(root: &Path, _args: &[String]) -> Result<()> {
     wait_ready(&mut gateway, gateway_port)?;
 
     let body = r#"{"email":"bench@example.com","password":"benchmark password","name":"Bench"}"#;
-    let (status, _) = http(gateway_port, "POST", "/api/v1/auth/register", &[], Some(body))?;
+    let (status, _) = http(
+        gateway_port,
+        "POST",
+        "/api/v1/auth/register",
+        &[],
+        Some(body),
+    )?;
     if status != 201 {
         bail!("registering the bench user answered {status}");
     }
@@ -76,7 +94,10 @@ pub fn run(root: &Path, _args: &[String]) -> Result<()> {
         bail!("signing in answered {status}");
     }
     let tokens: serde_json::Value = serde_json::from_str(&tokens).context("login response")?;
-    let bearer = format!("Bearer {}", tokens["access_token"].as_str().context("no access token")?);
+    let bearer = format!(
+        "Bearer {}",
+        tokens["access_token"].as_str().context("no access token")?
+    );
     let auth = [("authorization", bearer.as_str())];
 
     let direct_url = format!("http://127.0.0.1:{identity_port}/.well-known/jwks.json");
@@ -86,13 +107,19 @@ pub fn run(root: &Path, _args: &[String]) -> Result<()> {
         bail!("the benchmarked route must demand a token (got {status} without one)");
     }
 
-    cmd::step("bench", format!("warm-up, then {SECONDS} s at saturation with {CONNECTIONS} connections"));
+    cmd::step(
+        "bench",
+        format!("warm-up, then {SECONDS} s at saturation with {CONNECTIONS} connections"),
+    );
     load::run(&direct_url, &[], 2, CONNECTIONS, None)?;
     load::run(&gateway_url, &auth, 2, CONNECTIONS, None)?;
     let direct = load::run(&direct_url, &[], SECONDS, CONNECTIONS, None)?;
     let through = load::run(&gateway_url, &auth, SECONDS, CONNECTIONS, None)?;
     let half = direct.requests_per_sec / 2.0;
-    cmd::step("bench", format!("{SECONDS} s at half of direct saturation ({half:.0} requests/s)"));
+    cmd::step(
+        "bench",
+        format!("{SECONDS} s at half of direct saturation ({half:.0} requests/s)"),
+    );
     let direct_half = load::run(&direct_url, &[], SECONDS, CONNECTIONS, Some(half))?;
     let through_half = load::run(&gateway_url, &auth, SECONDS, CONNECTIONS, Some(half))?;
     drop(gateway);
@@ -106,7 +133,9 @@ pub fn run(root: &Path, _args: &[String]) -> Result<()> {
         )
     };
     println!();
-    println!("gateway benchmark (GET JWKS; through the gateway: JWT verified + rate limiter, limit high)");
+    println!(
+        "gateway benchmark (GET JWKS; through the gateway: JWT verified + rate limiter, limit high)"
+    );
     println!("saturation, {CONNECTIONS} connections, {SECONDS} s:");
     row("direct to identity", &direct);
     row("through the gateway", &through);
@@ -116,8 +145,16 @@ pub fn run(root: &Path, _args: &[String]) -> Result<()> {
     let ratio = through.requests_per_sec / direct.requests_per_sec;
     let added = through_half.p99_ms - direct_half.p99_ms;
     println!();
-    println!("throughput ratio (gateway / direct): {:.1}%   target >= 70%", ratio * 100.0);
+    println!(
+        "throughput ratio (gateway / direct): {:.1}%   target >= 70%",
+        ratio * 100.0
+    );
     println!("p99 added at half saturation:        {added:.3} ms   target <= 1 ms");
-    println!("(load generator and servers share this machine's {} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "(load generator and servers share this machine's {} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     Ok(())
 }

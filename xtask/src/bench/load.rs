@@ -22,7 +22,13 @@ pub fn ensure_oha() -> Result<()> {
 }
 
 /// Load `url` for `seconds` with `connections`; `rate` caps requests/s.
-pub fn run(url: &str, headers: &[(&str, &str)], seconds: u32, connections: u32, rate: Option<f64>) -> Result<Figures> {
+pub fn run(
+    url: &str,
+    headers: &[(&str, &str)],
+    seconds: u32,
+    connections: u32,
+    rate: Option<f64>,
+) -> Result<Figures> {
     let mut c = Command::new("oha");
     c.args(["--no-tui", "--output-format", "json", "-z"])
         .arg(format!("{seconds}s"))
@@ -38,7 +44,9 @@ pub fn run(url: &str, headers: &[(&str, &str)], seconds: u32, connections: u32, 
     let v: serde_json::Value = serde_json::from_str(&out).context("oha's JSON summary")?;
     let summary = &v["summary"];
     let pct = &v["latencyPercentiles"];
-    let get = |x: &serde_json::Value, what: &str| x.as_f64().with_context(|| format!("oha printed no {what}"));
+    let get = |x: &serde_json::Value, what: &str| {
+        x.as_f64().with_context(|| format!("oha printed no {what}"))
+    };
     let figures = Figures {
         requests_per_sec: get(&summary["requestsPerSec"], "requestsPerSec")?,
         p50_ms: get(&pct["p50"], "p50")? * 1000.0,
@@ -54,7 +62,10 @@ pub fn run(url: &str, headers: &[(&str, &str)], seconds: u32, connections: u32, 
         })
         .unwrap_or(0);
     if non_200 > 0 {
-        bail!("{non_200} responses to {url} were not 200: {}", v["statusCodeDistribution"]);
+        bail!(
+            "{non_200} responses to {url} were not 200: {}",
+            v["statusCodeDistribution"]
+        );
     }
     Ok(figures)
 }

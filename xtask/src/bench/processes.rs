@@ -34,8 +34,15 @@ pub fn build_emporium(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target/release/emporium"))
 }
 
-pub fn start(name: &'static str, bin: &Path, args: &[&str], env: &[(&str, String)], log: &Path) -> Result<Service> {
-    let log_file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+pub fn start(
+    name: &'static str,
+    bin: &Path,
+    args: &[&str],
+    env: &[(&str, String)],
+    log: &Path,
+) -> Result<Service> {
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let child = Command::new(bin)
         .args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -48,15 +55,25 @@ pub fn start(name: &'static str, bin: &Path, args: &[&str], env: &[(&str, String
 }
 
 /// A minimal HTTP/1.1 exchange over loopback (xtask stays dependency-light).
-pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Result<(u16, String)> {
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     if let Some(b) = body {
-        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
     }
     req.push_str("\r\n");
     if let Some(b) = body {
@@ -70,7 +87,10 @@ pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body:
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("malformed HTTP response")?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
