@@ -1,0 +1,51 @@
+//! Payments' HTTP surface. Each module exposes `router()`; this one merges
+//! them and serves the OpenAPI document.
+
+mod payments;
+mod webhooks;
+
+use axum::Router;
+use axum::routing::get;
+use utoipa::OpenApi;
+
+use crate::AppState;
+
+pub use payments::{PaymentPage, PaymentView};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Emporium payments", version = "1", description = "Payments of orders, and the payment provider's webhooks."),
+    paths(payments::list, webhooks::receive),
+    components(schemas(kit::problem::ProblemBody, kit::FieldError)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(payments::router())
+        .merge(webhooks::router())
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(ApiDoc::openapi()) }),
+        )
+        .with_state(state)
+}

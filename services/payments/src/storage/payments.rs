@@ -1,0 +1,270 @@
+use kit::db::Backend;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+use uuid::Uuid;
+
+use super::uuid;
+use crate::domain::{Money, PaymentStatus};
+
+#[derive(Debug, Clone)]
+pub struct PaymentRecord {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub customer_email: String,
+    pub amount: Money,
+    /// The provider's opaque token (`pm_…`); `None` when unknown or unusable.
+    pub payment_method: Option<String>,
+    pub provider: String,
+    pub status: PaymentStatus,
+    pub provider_payment_id: Option<String>,
+    pub provider_refund_id: Option<String>,
+    pub failure_reason: Option<String>,
+    pub cancel_requested_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "id, order_id, customer_id, customer_email, amount, currency, payment_method, \
+    provider, status, provider_payment_id, provider_refund_id, failure_reason, cancel_requested_at, \
+    created_at, updated_at";
+
+fn from_row(row: &AnyRow) -> Result<PaymentRecord, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    Ok(PaymentRecord {
+        id: uuid(row.try_get("id")?)?,
+        order_id: uuid(row.try_get("order_id")?)?,
+        customer_id: uuid(row.try_get("customer_id")?)?,
+        customer_email: row.try_get("customer_email")?,
+        amount: Money {
+            amount: row.try_get("amount")?,
+            currency: row.try_get("currency")?,
+        },
+        payment_method: row.try_get("payment_method")?,
+        provider: row.try_get("provider")?,
+        status: PaymentStatus::parse(&status).ok_or_else(|| {
+            sqlx::Error::Decode(format!("unknown payment status `{status}`").into())
+        })?,
+        provider_payment_id: row.try_get("provider_payment_id")?,
+        provider_refund_id: row.try_get("provider_refund_id")?,
+        failure_reason: row.try_get("failure_reason")?,
+        cancel_requested_at: row.try_get("cancel_requested_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// Insert a payment unless its order has one already (`false` then): the
+/// unique order id decides, not a look beforehand.
+pub async fn insert<'e>(
+    db: impl Executor<'e, Database = Any>,
+    p: &PaymentRecord,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO payments (id, order_id, customer_id, customer_email, amount, currency, \
+         payment_method, provider, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(p.id.to_string())
+    .bind(p.order_id.to_string())
+    .bind(p.customer_id.to_string())
+    .bind(&p.customer_email)
+    .bind(p.amount.amount)
+    .bind(&p.amount.currency)
+    .bind(p.payment_method.as_deref())
+    .bind(&p.provider)
+    .bind(p.status.as_str())
+    .bind(p.created_at)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn by_order<'e>(
+    db: impl Executor<'e, Database = Any>,
+    order_id: Uuid,
+) -> Result<Option<PaymentRecord>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM payments WHERE order_id = $1");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(order_id.to_string())
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// The order's payment, locked for the rest of the transaction (SQLite's
+/// `BEGIN IMMEDIATE` already holds the one write lock).
+pub async fn by_order_for_update<'e>(
+    db: impl Executor<'e, Database = Any>,
+    backend: Backend,
+    order_id: Uuid,
+) -> Result<Option<PaymentRecord>, sqlx::Error> {
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE",
+        Backend::Sqlite => "",
+    };
+    let sql = format!("SELECT {COLUMNS} FROM payments WHERE order_id = $1{lock}");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(order_id.to_string())
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+pub async fn by_provider_payment_id<'e>(
+    db: impl Executor<'e, Database = Any>,
+    provider: &str,
+    provider_payment_id: &str,
+) -> Result<Option<PaymentRecord>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM payments WHERE provider_payment_id = $1 AND provider = $2 \
+         ORDER BY id LIMIT 1"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(provider_payment_id)
+        .bind(provider)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// Move a payment from `from` to `to`; `false` if it was no longer in
+/// `from` (someone else moved it first).
+pub async fn transition<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: Uuid,
+    from: PaymentStatus,
+    to: PaymentStatus,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE payments SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+    )
+    .bind(to.as_str())
+    .bind(now)
+    .bind(id.to_string())
+    .bind(from.as_str())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Note that the order was cancelled while its charge is in flight.
+pub async fn request_cancel<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: Uuid,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE payments SET cancel_requested_at = $1, updated_at = $1 \
+         WHERE id = $2 AND status = 'processing'",
+    )
+    .bind(now)
+    .bind(id.to_string())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Record what the provider said of the charge. The provider's id is kept
+/// once known, whichever answer brought it first.
+pub async fn settle_charge<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: Uuid,
+    status: PaymentStatus,
+    provider_payment_id: Option<&str>,
+    failure_reason: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE payments SET status = $1, provider_payment_id = COALESCE(provider_payment_id, $2), \
+         failure_reason = $3, updated_at = $4 WHERE id = $5",
+    )
+    .bind(status.as_str())
+    .bind(provider_payment_id)
+    .bind(failure_reason)
+    .bind(now)
+    .bind(id.to_string())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn settle_refund<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: Uuid,
+    status: PaymentStatus,
+    provider_refund_id: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE payments SET status = $1, provider_refund_id = COALESCE($2, provider_refund_id), \
+         updated_at = $3 WHERE id = $4",
+    )
+    .bind(status.as_str())
+    .bind(provider_refund_id)
+    .bind(now)
+    .bind(id.to_string())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Keep the provider's id of a payment that is already settled.
+pub async fn remember_provider_payment_id<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: Uuid,
+    provider_payment_id: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE payments SET provider_payment_id = $1, updated_at = $2 \
+         WHERE id = $3 AND provider_payment_id IS NULL",
+    )
+    .bind(provider_payment_id)
+    .bind(now)
+    .bind(id.to_string())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Which payments a listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub customer_id: Option<Uuid>,
+    pub order_id: Option<Uuid>,
+}
+
+/// A page of payments in id (creation) order, after `cursor`.
+pub async fn page<'e>(
+    db: impl Executor<'e, Database = Any>,
+    filter: &Filter,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<PaymentRecord>, sqlx::Error> {
+    let mut sql = format!("SELECT {COLUMNS} FROM payments WHERE id > $1");
+    let mut binds = vec![after.map(|u| u.to_string()).unwrap_or_default()];
+    if let Some(c) = filter.customer_id {
+        binds.push(c.to_string());
+        sql.push_str(&format!(" AND customer_id = ${}", binds.len()));
+    }
+    if let Some(o) = filter.order_id {
+        binds.push(o.to_string());
+        sql.push_str(&format!(" AND order_id = ${}", binds.len()));
+    }
+    sql.push_str(&format!(" ORDER BY id LIMIT ${}", binds.len() + 1));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for b in binds {
+        query = query.bind(b);
+    }
+    let rows = query.bind(limit).fetch_all(db).await?;
+    rows.iter().map(from_row).collect()
+}
