@@ -3,9 +3,11 @@
 //! whole test suite; `.ci/run` calls exactly that.
 
 mod bench;
+mod cluster;
 mod cmd;
 mod provision;
 mod test;
+mod tools;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,10 +21,13 @@ const HELP: &str = "\
 Emporium's project tasks.
 
 USAGE:
-    cargo xtask test [--no-lint] [--only embedded|real] [--dry-run] [-- <runner args>...]
+    cargo xtask test [--no-lint] [--only embedded|real|operator] [--dry-run] [-- <runner args>...]
     cargo xtask services start
     cargo xtask services stop
     cargo xtask bench gateway
+    cargo xtask cluster up|down
+    cargo xtask crds [--check]
+    cargo xtask bench operator
 
 COMMANDS:
     test            Lint, provision PostgreSQL, Redis and RabbitMQ, then run the test
@@ -30,13 +35,23 @@ COMMANDS:
                     EMPORIUM_TEST_BACKENDS=real over emporium-tests. Uses cargo-nextest
                     when it is installed. Exits non-zero if anything fails.
         --no-lint       skip `cargo fmt --check` and `cargo clippy -D warnings`
-        --only SET      run only the `embedded` or the `real` set
+        --only SET      run only the `embedded`, the `real` or the `operator` set
+                        (operator: `cluster up`, then the operator's e2e suite)
         --dry-run       provision, then print the commands instead of running them
         -- ARGS         passed to the test runner (e.g. `cargo xtask test -- identity`)
 
     services start  Provision the backends and print their URLs as `export` lines:
                         eval \"$(cargo xtask services start)\"
     services stop   Stop the backends that xtask started (and nothing else).
+
+    cluster up      Build once (cached in ~/.cache/emporium/k8s/<version>) and start a real
+                    control plane on loopback: etcd, kube-apiserver, kube-controller-manager,
+                    kube-scheduler, kwok (simulated nodes). Prints `export` lines for its
+                    kubeconfig:  eval \"$(cargo xtask cluster up)\"
+    cluster down    Stop it and remove its state (/tmp/emporium-cluster).
+    crds            Regenerate crds/ from the operator's types (--check: fail on drift).
+    bench operator  50 Stores on the local control plane: time to all Ready, operator
+                    peak RSS, reconciles per object, writes while idle.
 
     bench gateway   Release build; the same load direct to an upstream and through the
                     gateway (JWT check and rate limiter on); prints requests/s, p50/p99
@@ -78,6 +93,10 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
         Some("bench") => {
             bench::run(&root, &args.collect::<Vec<_>>())?;
             Ok(ExitCode::SUCCESS)
+        }
+        Some("cluster") => cluster::run(&args.collect::<Vec<_>>()).map(|()| ExitCode::SUCCESS),
+        Some("crds") => {
+            cluster::crds::run(&root, &args.collect::<Vec<_>>()).map(|()| ExitCode::SUCCESS)
         }
         Some("services") => match (args.next().as_deref(), args.next()) {
             (Some("start"), None) => {

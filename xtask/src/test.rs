@@ -1,5 +1,6 @@
 //! `cargo xtask test`: lint, provision the backends, then run the suite
-//! twice, once on the embedded adapters and once on the real ones.
+//! twice, once on the embedded adapters and once on the real ones; then the
+//! operator's e2e suite on the local control plane (`cargo xtask cluster up`).
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -17,6 +18,8 @@ pub enum Set {
     Embedded,
     /// PostgreSQL, Redis and RabbitMQ: the end-to-end and behaviour suites.
     Real,
+    /// The operator's e2e suite on the local control plane (`cargo xtask cluster up`).
+    Operator,
 }
 
 impl Set {
@@ -24,6 +27,7 @@ impl Set {
         match self {
             Set::Embedded => "embedded",
             Set::Real => "real",
+            Set::Operator => "operator",
         }
     }
 
@@ -31,7 +35,8 @@ impl Set {
         match text {
             "embedded" => Ok(Set::Embedded),
             "real" => Ok(Set::Real),
-            other => bail!("unknown test set `{other}`: expected `embedded` or `real`"),
+            "operator" => Ok(Set::Operator),
+            other => bail!("unknown test set `{other}`: expected `embedded`, `real` or `operator`"),
         }
     }
 
@@ -41,6 +46,7 @@ impl Set {
         match self {
             Set::Embedded => &["--workspace"],
             Set::Real => &["-p", "emporium-tests"],
+            Set::Operator => &["-p", "operator", "--test", "e2e"],
         }
     }
 }
@@ -63,7 +69,7 @@ pub fn run(root: &Path, options: &Options) -> Result<ExitCode> {
 
     let sets = match options.only {
         Some(set) => vec![set],
-        None => vec![Set::Embedded, Set::Real],
+        None => vec![Set::Embedded, Set::Real, Set::Operator],
     };
     let urls = if sets.contains(&Set::Real) {
         let urls = provision::provision(root)?;
@@ -73,10 +79,15 @@ pub fn run(root: &Path, options: &Options) -> Result<ExitCode> {
         None
     };
 
+    let tools = if !options.dry_run && sets.iter().any(|s| matches!(s, Set::Embedded | Set::Real)) {
+        crate::tools::test_env()?
+    } else {
+        Vec::new()
+    };
     let nextest = cmd::succeeds(cargo().args(["nextest", "--version"]));
     let mut outcomes = Vec::new();
     for set in sets {
-        let commands = commands_for(set, urls.as_ref(), nextest, &options.runner_args);
+        let commands = commands_for(set, urls.as_ref(), &tools, nextest, &options.runner_args);
         if options.dry_run {
             step(set.name(), "would run:");
             for command in &commands {
@@ -90,6 +101,16 @@ pub fn run(root: &Path, options: &Options) -> Result<ExitCode> {
         );
         let started = Instant::now();
         let mut failure = None;
+        if set == Set::Operator
+            && let Err(error) = crate::cluster::up()
+        {
+            outcomes.push((
+                set,
+                started.elapsed(),
+                Some(format!("`cargo xtask cluster up` failed: {error:#}")),
+            ));
+            continue;
+        }
         for mut command in commands {
             let status = cmd::status(&mut command)?;
             if !status.success() && failure.is_none() {
@@ -163,12 +184,17 @@ fn lint(dry_run: bool) -> Result<()> {
 fn commands_for(
     set: Set,
     urls: Option<&Urls>,
+    tools: &[(&str, String)],
     nextest: bool,
     runner_args: &[String],
 ) -> Vec<Command> {
     let runner = |subcommand: &[&str], extra: &[&str]| {
         let mut command = cargo();
         command.env("EMPORIUM_TEST_BACKENDS", set.name());
+        command.envs(tools.iter().map(|(k, v)| (*k, v.as_str())));
+        if set == Set::Operator {
+            command.env(crate::cluster::KUBECONFIG_ENV, crate::cluster::kubeconfig());
+        }
         match (set, urls) {
             (Set::Real, Some(urls)) => {
                 command.envs(urls.env());
@@ -192,6 +218,19 @@ fn commands_for(
             runner(&["test"], &["--doc"]),
         ],
         (true, Set::Real) => vec![runner(&["nextest", "run"], &[])],
+        // The e2e tests are #[ignore]d elsewhere and share one operator: one at a time.
+        (true, Set::Operator) => vec![runner(
+            &["nextest", "run"],
+            &["--run-ignored", "only", "--test-threads", "1"],
+        )],
+        (false, Set::Operator) => {
+            let mut command = runner(&["test"], &[]);
+            if runner_args.is_empty() {
+                command.arg("--");
+            }
+            command.args(["--ignored", "--test-threads=1"]);
+            vec![command]
+        }
         (false, _) => vec![runner(&["test"], &[])],
     }
 }
@@ -279,7 +318,7 @@ mod tests {
 
     #[test]
     fn embedded_runs_the_workspace_without_urls() {
-        let commands = commands_for(Set::Embedded, Some(&urls()), false, &[]);
+        let commands = commands_for(Set::Embedded, Some(&urls()), &[], false, &[]);
         assert_eq!(
             lines(&commands),
             ["EMPORIUM_TEST_BACKENDS=embedded cargo test --workspace"]
@@ -288,7 +327,7 @@ mod tests {
 
     #[test]
     fn real_passes_the_urls_and_runner_args() {
-        let commands = commands_for(Set::Real, Some(&urls()), false, &["identity".into()]);
+        let commands = commands_for(Set::Real, Some(&urls()), &[], false, &["identity".into()]);
         assert_eq!(
             lines(&commands),
             [
@@ -300,10 +339,27 @@ mod tests {
     }
 
     #[test]
+    fn operator_set_runs_the_ignored_e2e_suite_one_at_a_time_on_the_local_cluster() {
+        let kubeconfig = crate::cluster::kubeconfig().display().to_string();
+        let commands = commands_for(Set::Operator, None, &[], false, &[]);
+        assert_eq!(
+            lines(&commands),
+            [format!(
+                "EMPORIUM_E2E_KUBECONFIG={kubeconfig} EMPORIUM_TEST_BACKENDS=operator \
+                 cargo test -p operator --test e2e -- --ignored --test-threads=1"
+            )]
+        );
+        let commands = commands_for(Set::Operator, None, &[], true, &[]);
+        assert!(lines(&commands)[0].ends_with(
+            "cargo nextest run -p operator --test e2e --run-ignored only --test-threads 1"
+        ));
+    }
+
+    #[test]
     fn nextest_runs_doctests_with_the_embedded_set() {
-        let real = commands_for(Set::Real, Some(&urls()), true, &[]);
+        let real = commands_for(Set::Real, Some(&urls()), &[], true, &[]);
         assert_eq!(real.len(), 1);
-        let commands = commands_for(Set::Embedded, None, true, &[]);
+        let commands = commands_for(Set::Embedded, None, &[], true, &[]);
         assert_eq!(
             lines(&commands),
             [

@@ -67,6 +67,9 @@ pub struct CartConfig {
         value_name = "EMPORIUM_CATALOG_URL"
     )]
     pub catalog_url: url::Url,
+    /// RabbitMQ (amqp://…) or memory://: the cart empties itself when an order is placed.
+    #[arg(long, env = "EMPORIUM_BUS_URL", value_name = "EMPORIUM_BUS_URL", value_parser = kit::config::parse_bus_url, hide_env_values = true)]
+    pub bus_url: kit::config::BusUrl,
     /// Longest wait for the catalogue, in milliseconds.
     #[arg(long, env = "EMPORIUM_CATALOG_TIMEOUT_MS", default_value = "2000", value_parser = parse_millis)]
     pub catalog_timeout: Duration,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use kit::auth::TokenVerifier;
 use kit::db::Database;
+use kit::events::{Envelope, EventBus, HandlerError, Subscription};
 use kit::health::ReadinessCheck;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
@@ -177,10 +178,44 @@ impl Cart {
         vec![tokio::spawn(purge_expired_carts(store, every, shutdown))]
     }
 
-    /// Empty a customer's cart (for the `order.placed` consumer to come).
+    /// Empty a customer's cart.
     pub async fn clear_for_user(&self, user_id: Uuid) -> Result<(), StoreError> {
         self.state.store.clear_for_user(user_id).await
     }
+
+    /// Join the checkout saga: a placed order empties its customer's cart.
+    pub async fn subscribe(
+        &self,
+        bus: &EventBus,
+        shutdown: CancellationToken,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
+        let store = self.state.store.clone();
+        let handler = move |event: Envelope| {
+            let store = store.clone();
+            async move {
+                let placed: OrderPlaced = event.payload_as().map_err(HandlerError::poison)?;
+                match store.clear_for_order(placed.customer_id, &event).await {
+                    Ok(true) => {
+                        tracing::info!(customer_id = %placed.customer_id, "cart cleared after checkout");
+                        Ok(())
+                    }
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(HandlerError::transient(e)),
+                }
+            }
+        };
+        let handle = bus
+            .subscribe(Subscription::new("cart", "order.placed", handler), shutdown)
+            .await
+            .map_err(|e| StartError::Settings(format!("event bus: {e}")))?;
+        Ok(vec![handle])
+    }
+}
+
+/// The part of `order.placed` the cart reads.
+#[derive(serde::Deserialize)]
+struct OrderPlaced {
+    customer_id: Uuid,
 }
 
 async fn purge_expired_carts(store: CartStore, every: Duration, shutdown: CancellationToken) {

@@ -1,6 +1,7 @@
 //! `emporium up`: the whole shop in one process, on embedded backends under
-//! a data directory, with a demo admin. Each service still listens on its
-//! own loopback port behind the gateway, exactly as in a cluster.
+//! a data directory, with a demo admin and a demo catalogue. Each service
+//! still listens on its own loopback port behind the gateway, exactly as in
+//! a cluster, and they talk over an in-process event bus.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -13,7 +14,6 @@ use kit::cache::Cache;
 use kit::config::DatabaseUrl;
 use kit::db::Database;
 use kit::events::EventBus;
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,13 @@ pub struct UpArgs {
     /// Address the gateway listens on.
     #[arg(long, env = "EMPORIUM_HOST", default_value = "127.0.0.1")]
     host: IpAddr,
+    /// Send emails through this SMTP server (e.g. smtp://127.0.0.1:1025?tls=none);
+    /// without it notifications are kept for the in-app feed only.
+    #[arg(long, env = "EMPORIUM_SMTP_URL", value_parser = notifications::smtp::parse_smtp_url)]
+    smtp_url: Option<notifications::smtp::SmtpUrl>,
+    /// Seconds an order may wait for its payment before it is cancelled.
+    #[arg(long, env = "EMPORIUM_PAYMENT_TIMEOUT_SECS", default_value = "900", value_parser = kit::config::parse_duration_secs)]
+    payment_timeout: Duration,
 }
 
 const ADMIN_EMAIL: &str = "admin@emporium.local";
@@ -55,28 +62,31 @@ async fn loopback() -> anyhow::Result<(TcpListener, url::Url)> {
     Ok((listener, url))
 }
 
+async fn sqlite(data_dir: &Path, name: &str) -> anyhow::Result<Database> {
+    let path = data_dir.join(format!("{name}.db"));
+    Database::connect(&DatabaseUrl::sqlite_file(&path))
+        .await
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            args.data_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+    let dir = args.data_dir.as_path();
     let shutdown = CancellationToken::new();
     let bus = EventBus::memory();
     let cache = Cache::memory("emporium");
     let mut servers = Vec::new();
     let mut workers = Vec::new();
     let mut upstreams = BTreeMap::new();
+    let mut serve = |name: &str, listener: TcpListener, url: url::Url, router: axum::Router| {
+        servers.push(tokio::spawn(kit::http::serve(listener, router, shutdown.clone())));
+        upstreams.insert(name.to_string(), url);
+    };
 
     // identity
-    let password = demo_admin_password(&args.data_dir)?;
-    let keys =
-        identity::keys::KeyRing::load_or_generate(&args.data_dir.join("identity").join("keys"))?;
-    let db = Database::connect(&DatabaseUrl::sqlite_file(
-        &args.data_dir.join("identity.db"),
-    ))
-    .await?;
+    let password = demo_admin_password(dir)?;
+    let keys = identity::keys::KeyRing::load_or_generate(&dir.join("identity").join("keys"))?;
     let identity = identity::Identity::build(
         identity::Settings {
             admin: Some((ADMIN_EMAIL.to_string(), password.clone())),
@@ -84,27 +94,108 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
         keys,
         identity::Backends {
-            db,
+            db: sqlite(dir, "identity").await?,
             cache: cache.clone(),
             bus: bus.clone(),
         },
     )
     .await?;
-    let (listener, identity_url) = loopback().await?;
+    // Every service verifies tokens with identity's keys, in process.
+    let verifier = identity.state.verifier.clone();
     workers.extend(identity.spawn_workers(shutdown.clone()));
-    servers.push(tokio::spawn(kit::http::serve(
-        listener,
-        identity.router,
-        shutdown.clone(),
-    )));
-    upstreams.insert("identity".to_string(), identity_url.clone());
+    let (listener, identity_url) = loopback().await?;
+    serve("identity", listener, identity_url.clone(), identity.router);
+
+    // catalog, with a demo catalogue on first start
+    let catalog = catalog::Catalog::build(
+        catalog::Settings::default(),
+        verifier.clone(),
+        catalog::Backends {
+            db: sqlite(dir, "catalog").await?,
+            cache: cache.clone(),
+            bus: bus.clone(),
+        },
+    )
+    .await?;
+    catalog::demo::seed(&catalog.state).await.context("seeding the demo catalogue")?;
+    workers.extend(catalog.spawn_workers(shutdown.clone()).await?);
+    let (listener, catalog_url) = loopback().await?;
+    serve("catalog", listener, catalog_url.clone(), catalog.router);
+
+    // cart
+    let cart = cart::Cart::build(
+        cart::Settings::default(),
+        verifier.clone(),
+        cart::StoreBackend::Sql(sqlite(dir, "cart").await?),
+        catalog_url.clone(),
+    )
+    .await?;
+    workers.extend(cart.spawn_workers(shutdown.clone()));
+    workers.extend(cart.subscribe(&bus, shutdown.clone()).await?);
+    let (listener, cart_url) = loopback().await?;
+    serve("cart", listener, cart_url.clone(), cart.router);
+
+    // orders
+    let orders = orders::Orders::build(
+        orders::Settings {
+            payment_timeout: args.payment_timeout,
+            ..Default::default()
+        },
+        verifier.clone(),
+        orders::PeerUrls {
+            cart: cart_url,
+            catalog: catalog_url,
+        },
+        orders::Backends {
+            db: sqlite(dir, "orders").await?,
+            bus: bus.clone(),
+        },
+    )
+    .await?;
+    workers.extend(orders.spawn_workers(shutdown.clone()).await?);
+    let (listener, orders_url) = loopback().await?;
+    serve("orders", listener, orders_url, orders.router);
+
+    // payments: the sandbox provider posts its signed webhooks back to it
+    let (payments_listener, payments_url) = loopback().await?;
+    let payments = payments::Payments::build(
+        payments::Settings {
+            public_url: Some(payments_url.clone()),
+            ..Default::default()
+        },
+        verifier.clone(),
+        payments::Backends {
+            db: sqlite(dir, "payments").await?,
+            bus: bus.clone(),
+        },
+    )
+    .await?;
+    workers.extend(payments.spawn_workers(shutdown.clone()).await?);
+    serve("payments", payments_listener, payments_url, payments.router);
+
+    // notifications
+    let emails = args.smtp_url.is_some();
+    let notifications = notifications::Notifications::build(
+        notifications::Settings {
+            smtp: args.smtp_url.clone(),
+            ..Default::default()
+        },
+        verifier.clone(),
+        notifications::Backends {
+            db: sqlite(dir, "notifications").await?,
+            bus: bus.clone(),
+        },
+    )
+    .await?;
+    workers.extend(notifications.spawn_workers(shutdown.clone()).await?);
+    let (listener, notifications_url) = loopback().await?;
+    serve("notifications", listener, notifications_url, notifications.router);
 
     // gateway
     let addr = SocketAddr::new(args.host, args.port);
     let gateway = gateway::Gateway::build(
         gateway::Settings {
-            routes: gateway::routes::RouteTable::parse(gateway::routes::DEFAULT_ROUTES)
-                .map_err(anyhow::Error::msg)?,
+            routes: gateway::routes::RouteTable::parse(gateway::routes::DEFAULT_ROUTES).map_err(anyhow::Error::msg)?,
             jwks_url: identity_url.join("/.well-known/jwks.json")?,
             upstreams,
             jwt_issuer: "emporium-identity".into(),
@@ -125,32 +216,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
         &cache,
     );
-    let listener = TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen on {addr} (is another shop running? try --port)")
-    })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (is another shop running? try --port)"))?;
     workers.extend(gateway.spawn_workers(shutdown.clone()));
-    servers.push(tokio::spawn(kit::http::serve(
-        listener,
-        gateway.router,
-        shutdown.clone(),
-    )));
+    servers.push(tokio::spawn(kit::http::serve(listener, gateway.router, shutdown.clone())));
 
-    let summary = json!({
-        "gateway": format!("http://{addr}"),
-        "docs": format!("http://{addr}/api/docs"),
-        "admin": {"email": ADMIN_EMAIL, "password": password},
-        "data_dir": args.data_dir.display().to_string(),
-    });
     println!("Emporium is up.");
     println!("  Shop API:   http://{addr}/api/v1/…");
     println!("  API docs:   http://{addr}/api/docs");
     println!("  Demo admin: {ADMIN_EMAIL} / {password}");
-    println!(
-        "  Data:       {} (delete it to start afresh)",
-        args.data_dir.display()
-    );
+    println!("  Payments:   sandbox (test cards pm_card_visa, pm_card_chargeDeclined, …)");
+    if emails {
+        println!("  Emails:     sent through the SMTP server given");
+    } else {
+        println!("  Emails:     kept in the in-app feed (GET /api/v1/notifications); --smtp-url sends them");
+    }
+    println!("  Data:       {} (delete it to start afresh)", dir.display());
     println!("Press Ctrl-C to stop.");
-    tracing::debug!(%summary, "up");
 
     kit::http::shutdown_signal().await;
     println!("Stopping…");

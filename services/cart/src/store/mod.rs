@@ -164,6 +164,15 @@ impl CartStore {
         self.clear(CartOwner::Customer(user_id)).await
     }
 
+    /// Empty a customer's cart because their order was placed, once per
+    /// event however often it is delivered. `false`: seen before.
+    pub async fn clear_for_order(&self, user_id: Uuid, event: &kit::events::Envelope) -> Result<bool, StoreError> {
+        match self {
+            CartStore::Redis(s) => s.clear_once(CartOwner::Customer(user_id), event.id).await,
+            CartStore::Sql(s) => s.clear_once(CartOwner::Customer(user_id), event).await,
+        }
+    }
+
     /// Fold `from` into `into` and delete `from`: quantities of a product
     /// in both add up (capped at the per-line maximum, keeping `into`'s
     /// price), other lines move over while `into` has room.

@@ -96,6 +96,19 @@ return redis.call('HGETALL', KEYS[1])
     )
 });
 
+/// KEYS[1] cart, KEYS[2] the event's processed marker; ARGV[1] marker ttl (ms).
+static CLEAR_ONCE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+",
+    )
+});
+
 #[derive(Clone)]
 pub struct RedisCarts {
     conn: ConnectionManager,
@@ -212,6 +225,19 @@ impl RedisCarts {
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(())
+    }
+
+    /// Empty `owner`'s cart because of event `event_id`, once: the claim and
+    /// the delete happen in one script, so a redelivered event cannot empty
+    /// a cart the customer has started filling again. `false`: seen before.
+    pub async fn clear_once(&self, owner: CartOwner, event_id: Uuid) -> Result<bool, StoreError> {
+        let claimed: i64 = CLEAR_ONCE
+            .key(self.key(owner))
+            .key(format!("{}:processed:{event_id}", self.prefix))
+            .arg(self.retention.ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(claimed == 1)
     }
 
     #[tracing::instrument(skip_all, err)]
