@@ -3,6 +3,7 @@
 
 mod cart;
 mod catalog;
+mod checkout;
 mod events;
 mod gateway;
 mod identity;

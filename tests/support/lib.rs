@@ -7,6 +7,7 @@
 //! provisions them); anything else runs on the embedded set. A missing URL
 //! in real mode fails the test: a backend is never silently skipped.
 
+pub mod mailpit;
 pub mod shop;
 
 use kit::cache::Cache;

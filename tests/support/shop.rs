@@ -23,6 +23,13 @@ pub struct ShopOptions {
     /// Extra upstreams and routes for gateway tests (`prefix=service:access`).
     pub extra_upstreams: BTreeMap<String, url::Url>,
     pub extra_routes: Vec<String>,
+    /// Start every service (catalog, cart, orders, payments,
+    /// notifications), not only identity and the gateway.
+    pub full: bool,
+    pub payment_timeout: Duration,
+    pub smtp: Option<notifications::smtp::SmtpUrl>,
+    /// How often the sandbox delivers a webhook twice.
+    pub duplicate_webhooks: f64,
 }
 
 impl Default for ShopOptions {
@@ -40,8 +47,38 @@ impl Default for ShopOptions {
             upstream_timeout: Duration::from_secs(10),
             extra_upstreams: BTreeMap::new(),
             extra_routes: vec![],
+            full: false,
+            payment_timeout: Duration::from_secs(15 * 60),
+            smtp: None,
+            duplicate_webhooks: 0.2,
         }
     }
+}
+
+impl ShopOptions {
+    /// Every service, with an admin account `admin@example.com` /
+    /// [`ADMIN_PASSWORD`].
+    pub fn full() -> Self {
+        Self {
+            full: true,
+            identity: identity::Settings {
+                admin: Some((ADMIN_EMAIL.into(), ADMIN_PASSWORD.into())),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin password 123";
+
+/// Handles on the services of a full shop, for assertions behind the API.
+pub struct Services {
+    pub catalog: catalog::AppState,
+    pub orders: orders::AppState,
+    pub payments: payments::AppState,
+    pub notifications: notifications::AppState,
 }
 
 pub struct Identity {
@@ -62,6 +99,7 @@ impl Identity {
 }
 
 pub struct Shop {
+    pub services: Option<Services>,
     pub gateway: url::Url,
     pub identity: Option<Identity>,
     pub bus: EventBus,
@@ -136,9 +174,15 @@ impl Shop {
         let keys_dir = backends.dir.path().join("keys");
         let db_url = backends.database_url("identity").await;
         let identity =
-            start_identity(backends, &db_url, &bus, &keys_dir, options.identity, None).await;
-        let mut upstreams = options.extra_upstreams;
+            start_identity(backends, &db_url, &bus, &keys_dir, options.identity.clone(), None).await;
+        let mut upstreams = options.extra_upstreams.clone();
         upstreams.insert("identity".into(), identity.url.clone());
+        let shutdown = CancellationToken::new();
+        let services = if options.full {
+            Some(start_services(backends, &bus, &identity, &options, &mut upstreams, &shutdown).await)
+        } else {
+            None
+        };
         let mut routes = gateway::routes::DEFAULT_ROUTES.to_string();
         for r in &options.extra_routes {
             routes.push(',');
@@ -161,11 +205,11 @@ impl Shop {
             },
             &backends.cache().await,
         );
-        let shutdown = CancellationToken::new();
         gateway.spawn_workers(shutdown.clone());
         let (listener, gateway_url) = listen().await;
         tokio::spawn(kit::http::serve(listener, gateway.router, shutdown.clone()));
         Shop {
+            services,
             gateway: gateway_url,
             identity: Some(identity),
             bus,
@@ -252,5 +296,135 @@ impl Shop {
             .send()
             .await
             .expect("request")
+    }
+}
+
+/// Start catalog, cart, orders, payments and notifications on loopback,
+/// each on its own database, all on the test's bus, and add them to the
+/// gateway's upstreams.
+async fn start_services(
+    backends: &Backends,
+    bus: &EventBus,
+    identity: &Identity,
+    options: &ShopOptions,
+    upstreams: &mut BTreeMap<String, url::Url>,
+    shutdown: &CancellationToken,
+) -> Services {
+    let verifier = std::sync::Arc::new(kit::auth::TokenVerifier::from_jwks_url(
+        identity.url.join("/.well-known/jwks.json").unwrap(),
+        "emporium-identity",
+        "emporium",
+    ));
+    let mut serve = |name: &str, listener: TcpListener, url: url::Url, router: axum::Router| {
+        tokio::spawn(kit::http::serve(listener, router, shutdown.clone()));
+        upstreams.insert(name.to_string(), url);
+    };
+
+    let catalog = catalog::Catalog::build(
+        catalog::Settings::default(),
+        verifier.clone(),
+        catalog::Backends {
+            db: backends.database("catalog").await,
+            cache: backends.cache().await,
+            bus: bus.clone(),
+        },
+    )
+    .await
+    .expect("catalog starts");
+    catalog.spawn_workers(shutdown.clone()).await.expect("catalog workers");
+    let (listener, catalog_url) = listen().await;
+    let catalog_state = catalog.state.clone();
+    serve("catalog", listener, catalog_url.clone(), catalog.router);
+
+    let store = match &backends.set {
+        crate::BackendSet::Real { redis, .. } => {
+            cart::StoreBackend::connect(&cart::StoreUrl::Redis(redis.clone())).await.expect("cart store")
+        }
+        crate::BackendSet::Embedded => cart::StoreBackend::Sql(backends.database("cart").await),
+    };
+    let cart = cart::Cart::build(
+        cart::Settings {
+            key_prefix: backends.tag.clone(),
+            ..Default::default()
+        },
+        verifier.clone(),
+        store,
+        catalog_url.clone(),
+    )
+    .await
+    .expect("cart starts");
+    cart.spawn_workers(shutdown.clone());
+    cart.subscribe(bus, shutdown.clone()).await.expect("cart subscribes");
+    let (listener, cart_url) = listen().await;
+    serve("cart", listener, cart_url.clone(), cart.router);
+
+    let orders = orders::Orders::build(
+        orders::Settings {
+            payment_timeout: options.payment_timeout,
+            timeout_sweep_every: Duration::from_millis(200),
+            ..Default::default()
+        },
+        verifier.clone(),
+        orders::PeerUrls {
+            cart: cart_url,
+            catalog: catalog_url,
+        },
+        orders::Backends {
+            db: backends.database("orders").await,
+            bus: bus.clone(),
+        },
+    )
+    .await
+    .expect("orders starts");
+    orders.spawn_workers(shutdown.clone()).await.expect("orders workers");
+    let (listener, orders_url) = listen().await;
+    let orders_state = orders.state.clone();
+    serve("orders", listener, orders_url, orders.router);
+
+    let (listener, payments_url) = listen().await;
+    let payments = payments::Payments::build(
+        payments::Settings {
+            public_url: Some(payments_url.clone()),
+            sandbox: payments::SandboxSettings {
+                duplicate_probability: options.duplicate_webhooks,
+                delay: Duration::from_millis(20),
+            },
+            ..Default::default()
+        },
+        verifier.clone(),
+        payments::Backends {
+            db: backends.database("payments").await,
+            bus: bus.clone(),
+        },
+    )
+    .await
+    .expect("payments starts");
+    payments.spawn_workers(shutdown.clone()).await.expect("payments workers");
+    let payments_state = payments.state.clone();
+    serve("payments", listener, payments_url, payments.router);
+
+    let notifications = notifications::Notifications::build(
+        notifications::Settings {
+            smtp: options.smtp.clone(),
+            ..Default::default()
+        },
+        verifier,
+        notifications::Backends {
+            db: backends.database("notifications").await,
+            bus: bus.clone(),
+        },
+    )
+    .await
+    .expect("notifications starts");
+    notifications.spawn_workers(shutdown.clone()).await.expect("notifications workers");
+    let (listener, notifications_url) = listen().await;
+    let notifications_state = notifications.state.clone();
+    serve("notifications", listener, notifications_url, notifications.router);
+
+    Services {
+        catalog: catalog_state,
+        orders: orders_state,
+        payments: payments_state,
+        notifications: notifications_state,
     }
 }

@@ -29,7 +29,8 @@ pub use config::{PaymentsConfig, Secret};
 pub use lifecycle::CONSUMER;
 use providers::PaymentProvider;
 pub use providers::ProviderKind;
-use providers::sandbox::{Sandbox, SandboxSettings, WebhookTarget};
+pub use providers::sandbox::SandboxSettings;
+use providers::sandbox::{Sandbox, WebhookTarget};
 use providers::stripe::Stripe;
 
 /// Tunables of the payments service, independent of where they came from.
