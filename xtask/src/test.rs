@@ -45,7 +45,7 @@ impl Set {
     fn packages(self) -> &'static [&'static str] {
         match self {
             Set::Embedded => &["--workspace"],
-            Set::Real => &["-p", "emporium-tests"],
+            Set::Real => &["-p", "emporium-tests", "-p", "emporium"],
             Set::Operator => &["-p", "operator", "--test", "e2e"],
         }
     }

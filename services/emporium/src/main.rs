@@ -1,5 +1,6 @@
 //! `emporium`: one binary for every service of the shop.
 
+mod dlq;
 mod serve;
 mod up;
 
@@ -39,6 +40,8 @@ enum Command {
         #[command(subcommand)]
         service: serve::MigrateService,
     },
+    /// Show or replay the messages consumers gave up on (RabbitMQ dead-letter queues).
+    Dlq(dlq::DlqArgs),
     /// Print a new Ed25519 PKCS#8 PEM key for signing access tokens.
     Keygen,
     /// Embedded mode: retire the signing key and make a new one (old tokens stay valid).
@@ -85,6 +88,7 @@ fn main() -> std::process::ExitCode {
                     kit::telemetry::init(service.name(), &cli.telemetry).map_err(anyhow::Error::msg)?;
                 serve::run(service).await
             }
+            Command::Dlq(args) => dlq::run(args).await,
             Command::Migrate { service } => {
                 let _telemetry = kit::telemetry::init("migrate", &cli.telemetry).map_err(anyhow::Error::msg)?;
                 serve::migrate(service).await

@@ -264,6 +264,9 @@ impl AmqpBus {
 
     pub async fn dead_letters(&self, queue: &str) -> Result<Vec<DeadLetter>, BusError> {
         let (conn, channel) = self.open().await?;
+        if !queue_exists(&conn, &self.topology.dead_letter_queue(queue)).await? {
+            return Ok(Vec::new());
+        }
         let dlq = self.topology.dead_letter_queue(queue);
         let mut letters = Vec::new();
         // Peek: take without acking, then close the channel so the broker
@@ -287,6 +290,9 @@ impl AmqpBus {
 
     pub async fn replay_dead_letters(&self, queue: &str) -> Result<usize, BusError> {
         let (conn, channel) = self.open().await?;
+        if !queue_exists(&conn, &self.topology.dead_letter_queue(queue)).await? {
+            return Ok(0);
+        }
         let dlq = self.topology.dead_letter_queue(queue);
         let mut replayed = 0;
         while let Some(msg) = channel
@@ -328,6 +334,27 @@ impl AmqpBus {
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
+}
+
+/// A passive declare on a throwaway channel: the broker closes a channel
+/// that names a missing queue, so never ask on one still needed.
+async fn queue_exists(conn: &Connection, queue: &str) -> Result<bool, BusError> {
+    let probe = conn.create_channel().await.map_err(broker)?;
+    let found = probe
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .is_ok();
+    if found {
+        let _ = probe.close(0, "probed".into()).await;
+    }
+    Ok(found)
 }
 
 fn death_reason(props: &BasicProperties) -> String {
