@@ -42,6 +42,15 @@ enum Command {
     },
     /// Show or replay the messages consumers gave up on (RabbitMQ dead-letter queues).
     Dlq(dlq::DlqArgs),
+    /// Fill a catalogue with generated products (benchmarks, demos of scale).
+    SeedCatalog {
+        /// PostgreSQL or SQLite URL of the catalog's database.
+        #[arg(long, env = "EMPORIUM_DATABASE_URL", value_name = "EMPORIUM_DATABASE_URL", value_parser = kit::config::parse_database_url, hide_env_values = true)]
+        database_url: kit::config::DatabaseUrl,
+        /// How many products to add.
+        #[arg(long, default_value_t = 100_000)]
+        products: usize,
+    },
     /// Print a new Ed25519 PKCS#8 PEM key for signing access tokens.
     Keygen,
     /// Embedded mode: retire the signing key and make a new one (old tokens stay valid).
@@ -89,6 +98,27 @@ fn main() -> std::process::ExitCode {
                 serve::run(service).await
             }
             Command::Dlq(args) => dlq::run(args).await,
+            Command::SeedCatalog { database_url, products } => {
+                let db = kit::db::Database::connect(&database_url).await?;
+                let catalog = catalog::Catalog::build(
+                    catalog::Settings::default(),
+                    std::sync::Arc::new(kit::auth::TokenVerifier::from_jwks(
+                        &Default::default(),
+                        "emporium-identity",
+                        "emporium",
+                    )),
+                    catalog::Backends {
+                        db,
+                        cache: kit::cache::Cache::memory("seed"),
+                        bus: kit::events::EventBus::memory(),
+                    },
+                )
+                .await?;
+                let started = std::time::Instant::now();
+                let n = catalog::demo::seed_bulk(&catalog.state, products).await?;
+                println!("{n} products added in {:.1} s", started.elapsed().as_secs_f64());
+                Ok(())
+            }
             Command::Migrate { service } => {
                 let _telemetry = kit::telemetry::init("migrate", &cli.telemetry).map_err(anyhow::Error::msg)?;
                 serve::migrate(service).await

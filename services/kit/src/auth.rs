@@ -251,7 +251,9 @@ impl TokenVerifier {
             self.verified.invalidate(token).await;
         }
         let (user, exp) = self.verify_signature(token).await?;
-        self.verified.insert(token.into(), (user.clone(), exp)).await;
+        self.verified
+            .insert(token.into(), (user.clone(), exp))
+            .await;
         Ok(user)
     }
 
