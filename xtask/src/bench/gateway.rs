@@ -1,6 +1,7 @@
-//! `cargo xtask bench gateway`: the same load against identity's JWKS
-//! document directly and through the gateway, with the gateway checking a
-//! JWT on every request and its rate limiter on (limit set high).
+//! `cargo xtask bench gateway`: the same load against an upstream endpoint
+//! (identity's `GET /api/v1/users/me`, which verifies the bearer token and
+//! reads the user) directly and through the gateway, where the token is
+//! also checked at the edge and the rate limiter is on (limit set high).
 
 use std::path::Path;
 
@@ -62,7 +63,7 @@ pub fn run(root: &Path, _args: &[String]) -> Result<()> {
             ),
             (
                 "EMPORIUM_GATEWAY_ROUTES",
-                "/api/v1/auth=identity:public,/.well-known/jwks.json=identity:protected".into(),
+                "/api/v1/auth=identity:public,/.well-known/jwks.json=identity:public,/api/v1/users=identity:protected".into(),
             ),
             ("EMPORIUM_RATE_LIMIT_PER_SECOND", "100000000".into()),
             ("EMPORIUM_RATE_LIMIT_BURST", "100000000".into()),
@@ -100,9 +101,9 @@ pub fn run(root: &Path, _args: &[String]) -> Result<()> {
     );
     let auth = [("authorization", bearer.as_str())];
 
-    let direct_url = format!("http://127.0.0.1:{identity_port}/.well-known/jwks.json");
-    let gateway_url = format!("http://127.0.0.1:{gateway_port}/.well-known/jwks.json");
-    let (status, _) = http(gateway_port, "GET", "/.well-known/jwks.json", &[], None)?;
+    let direct_url = format!("http://127.0.0.1:{identity_port}/api/v1/users/me");
+    let gateway_url = format!("http://127.0.0.1:{gateway_port}/api/v1/users/me");
+    let (status, _) = http(gateway_port, "GET", "/api/v1/users/me", &[], None)?;
     if status != 401 {
         bail!("the benchmarked route must demand a token (got {status} without one)");
     }
@@ -111,16 +112,16 @@ pub fn run(root: &Path, _args: &[String]) -> Result<()> {
         "bench",
         format!("warm-up, then {SECONDS} s at saturation with {CONNECTIONS} connections"),
     );
-    load::run(&direct_url, &[], 2, CONNECTIONS, None)?;
+    load::run(&direct_url, &auth, 2, CONNECTIONS, None)?;
     load::run(&gateway_url, &auth, 2, CONNECTIONS, None)?;
-    let direct = load::run(&direct_url, &[], SECONDS, CONNECTIONS, None)?;
+    let direct = load::run(&direct_url, &auth, SECONDS, CONNECTIONS, None)?;
     let through = load::run(&gateway_url, &auth, SECONDS, CONNECTIONS, None)?;
     let half = direct.requests_per_sec / 2.0;
     cmd::step(
         "bench",
         format!("{SECONDS} s at half of direct saturation ({half:.0} requests/s)"),
     );
-    let direct_half = load::run(&direct_url, &[], SECONDS, CONNECTIONS, Some(half))?;
+    let direct_half = load::run(&direct_url, &auth, SECONDS, CONNECTIONS, Some(half))?;
     let through_half = load::run(&gateway_url, &auth, SECONDS, CONNECTIONS, Some(half))?;
     drop(gateway);
     drop(identity);
@@ -134,7 +135,7 @@ pub fn run(root: &Path, _args: &[String]) -> Result<()> {
     };
     println!();
     println!(
-        "gateway benchmark (GET JWKS; through the gateway: JWT verified + rate limiter, limit high)"
+        "gateway benchmark (GET /api/v1/users/me with a bearer token; through the gateway the token is also checked at the edge and the rate limiter is on, limit high)"
     );
     println!("saturation, {CONNECTIONS} connections, {SECONDS} s:");
     row("direct to identity", &direct);
