@@ -5,6 +5,7 @@
 mod bench;
 mod cluster;
 mod cmd;
+mod packaging;
 mod provision;
 mod test;
 mod tools;
@@ -21,12 +22,17 @@ const HELP: &str = "\
 Emporium's project tasks.
 
 USAGE:
-    cargo xtask test [--no-lint] [--only embedded|real|operator] [--dry-run] [-- <runner args>...]
+    cargo xtask test [--no-lint] [--only embedded|real|operator|packaging] [--dry-run] [-- <runner args>...]
     cargo xtask services start
     cargo xtask services stop
     cargo xtask bench gateway
+    cargo xtask bench catalog [--products N] [--seconds S] [--connections C]
+    cargo xtask bench checkout [--customers N] [--seconds S] [--poll-ms MS] [--webhook-delay-ms MS]
     cargo xtask cluster up|down
     cargo xtask crds [--check]
+    cargo xtask packaging [lua|chart|cluster]...
+    cargo xtask kind-up [--dry-run]
+    cargo xtask kind-down [--dry-run]
     cargo xtask bench operator
 
 COMMANDS:
@@ -35,8 +41,9 @@ COMMANDS:
                     EMPORIUM_TEST_BACKENDS=real over emporium-tests. Uses cargo-nextest
                     when it is installed. Exits non-zero if anything fails.
         --no-lint       skip `cargo fmt --check` and `cargo clippy -D warnings`
-        --only SET      run only the `embedded`, the `real` or the `operator` set
+        --only SET      run only the `embedded`, the `real`, the `operator` or the `packaging` set
                         (operator: `cluster up`, then the operator's e2e suite)
+                        (packaging: `cargo xtask packaging`)
         --dry-run       provision, then print the commands instead of running them
         -- ARGS         passed to the test runner (e.g. `cargo xtask test -- identity`)
 
@@ -50,12 +57,32 @@ COMMANDS:
                     kubeconfig:  eval \"$(cargo xtask cluster up)\"
     cluster down    Stop it and remove its state (/tmp/emporium-cluster).
     crds            Regenerate crds/ from the operator's types (--check: fail on drift).
+    packaging       Check what a Kubernetes user installs: the Argo CD health checks under
+                    lua5.1 over their samples; helm lint and template of the chart (default
+                    and full values); on the local control plane every manifest and the
+                    rendered chart pass `kubectl apply --dry-run=server`, `helm install`
+                    makes the operator Available, and the operator run with the chart's
+                    ServiceAccount token makes the example Store Ready. Builds helm and
+                    fetches Argo CD's Application CRD from Go modules (cached).
+    kind-up         On a machine with Docker, kind, kubectl, helm and curl: a kind cluster
+                    (kind-config.yaml), both images built and loaded, the chart installed,
+                    the example shop applied and Ready, a smoke test through the gateway
+                    on http://127.0.0.1:8080. --dry-run prints every command instead.
+    kind-down       Delete that kind cluster.
     bench operator  50 Stores on the local control plane: time to all Ready, operator
                     peak RSS, reconciles per object, writes while idle.
 
     bench gateway   Release build; the same load direct to an upstream and through the
                     gateway (JWT check and rate limiter on); prints requests/s, p50/p99
                     and the ratio. Uses oha (installed with cargo if missing).
+    bench catalog   Backends provisioned; a fresh database seeded with 100,000 products; the
+                    catalog with its Redis cache and without, each behind a gateway; prints
+                    requests/s and p50/p99 of get-by-id and searches for both, the ratio, and
+                    the uncached search p99 at half of saturation.
+    bench checkout  All seven services as processes on fresh databases, a private RabbitMQ
+                    vhost and Redis db; N customers add to cart, order and poll until
+                    confirmed. Prints confirmed orders/s, place->confirmed p50/p99 and
+                    PostgreSQL commits/s, at saturation and at half of it.
 
 BACKENDS:
     Each is used where its URL points if something answers there; otherwise xtask
@@ -97,6 +124,15 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
         Some("cluster") => cluster::run(&args.collect::<Vec<_>>()).map(|()| ExitCode::SUCCESS),
         Some("crds") => {
             cluster::crds::run(&root, &args.collect::<Vec<_>>()).map(|()| ExitCode::SUCCESS)
+        }
+        Some("packaging") => {
+            packaging::run(&root, &args.collect::<Vec<_>>()).map(|()| ExitCode::SUCCESS)
+        }
+        Some("kind-up") => {
+            packaging::kind_up(&root, &args.collect::<Vec<_>>()).map(|()| ExitCode::SUCCESS)
+        }
+        Some("kind-down") => {
+            packaging::kind_down(&args.collect::<Vec<_>>()).map(|()| ExitCode::SUCCESS)
         }
         Some("services") => match (args.next().as_deref(), args.next()) {
             (Some("start"), None) => {

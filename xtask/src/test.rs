@@ -20,6 +20,9 @@ pub enum Set {
     Real,
     /// The operator's e2e suite on the local control plane (`cargo xtask cluster up`).
     Operator,
+    /// What a Kubernetes user installs: `cargo xtask packaging` (Argo CD health
+    /// checks, the Helm chart, every manifest on the local control plane).
+    Packaging,
 }
 
 impl Set {
@@ -28,6 +31,7 @@ impl Set {
             Set::Embedded => "embedded",
             Set::Real => "real",
             Set::Operator => "operator",
+            Set::Packaging => "packaging",
         }
     }
 
@@ -36,7 +40,10 @@ impl Set {
             "embedded" => Ok(Set::Embedded),
             "real" => Ok(Set::Real),
             "operator" => Ok(Set::Operator),
-            other => bail!("unknown test set `{other}`: expected `embedded`, `real` or `operator`"),
+            "packaging" => Ok(Set::Packaging),
+            other => bail!(
+                "unknown test set `{other}`: expected `embedded`, `real`, `operator` or `packaging`"
+            ),
         }
     }
 
@@ -47,6 +54,7 @@ impl Set {
             Set::Embedded => &["--workspace"],
             Set::Real => &["-p", "emporium-tests", "-p", "emporium"],
             Set::Operator => &["-p", "operator", "--test", "e2e"],
+            Set::Packaging => &[],
         }
     }
 }
@@ -69,7 +77,7 @@ pub fn run(root: &Path, options: &Options) -> Result<ExitCode> {
 
     let sets = match options.only {
         Some(set) => vec![set],
-        None => vec![Set::Embedded, Set::Real, Set::Operator],
+        None => vec![Set::Embedded, Set::Real, Set::Operator, Set::Packaging],
     };
     let urls = if sets.contains(&Set::Real) {
         let urls = provision::provision(root)?;
@@ -213,6 +221,12 @@ fn commands_for(
         command
     };
     match (nextest, set) {
+        // Its own task, not a test runner: runner arguments do not apply.
+        (_, Set::Packaging) => {
+            let mut packaging = cargo();
+            packaging.args(["xtask", "packaging"]);
+            vec![packaging]
+        }
         (true, Set::Embedded) => vec![
             runner(&["nextest", "run"], &[]),
             runner(&["test"], &["--doc"]),
@@ -333,7 +347,7 @@ mod tests {
             [
                 "EMPORIUM_TEST_AMQP_URL=amqp://a EMPORIUM_TEST_BACKENDS=real \
               EMPORIUM_TEST_POSTGRES_URL=postgres://pg EMPORIUM_TEST_REDIS_URL=redis://r \
-              cargo test -p emporium-tests -- identity"
+              cargo test -p emporium-tests -p emporium -- identity"
             ]
         );
     }
@@ -353,6 +367,15 @@ mod tests {
         assert!(lines(&commands)[0].ends_with(
             "cargo nextest run -p operator --test e2e --run-ignored only --test-threads 1"
         ));
+    }
+
+    #[test]
+    fn packaging_set_runs_the_packaging_checks() {
+        for nextest in [false, true] {
+            let commands = commands_for(Set::Packaging, None, &[], nextest, &["x".into()]);
+            assert_eq!(lines(&commands), ["cargo xtask packaging"]);
+        }
+        assert_eq!(Set::parse("packaging").unwrap(), Set::Packaging);
     }
 
     #[test]
