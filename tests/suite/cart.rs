@@ -53,7 +53,10 @@ impl CatalogService {
         .await
         .expect("catalog starts");
         let shutdown = CancellationToken::new();
-        service.spawn_workers(shutdown.clone()).await.expect("catalog workers");
+        service
+            .spawn_workers(shutdown.clone())
+            .await
+            .expect("catalog workers");
         let (listener, url) = listen().await;
         let server = tokio::spawn(kit::http::serve(listener, service.router, shutdown.clone()));
         let http = reqwest::Client::new();

@@ -75,7 +75,10 @@ async fn start_with(b: &Backends, settings: catalog::Settings, cache: Option<Cac
     .await
     .expect("catalog starts");
     let stop = CancellationToken::new();
-    service.spawn_workers(stop.clone()).await.expect("catalog workers");
+    service
+        .spawn_workers(stop.clone())
+        .await
+        .expect("catalog workers");
     let (listener, url) = listen().await;
     let state = service.state.clone();
     tokio::spawn(kit::http::serve(listener, service.router, stop.clone()));

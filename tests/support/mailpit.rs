@@ -11,7 +11,6 @@ use serde_json::Value;
 
 use crate::eventually;
 
-
 /// A mailpit process on loopback ports, killed when dropped.
 pub struct Mailpit {
     child: Child,
@@ -159,4 +158,3 @@ impl Drop for Mailpit {
 pub fn smtp_url(port: u16) -> notifications::smtp::SmtpUrl {
     notifications::smtp::parse_smtp_url(&format!("smtp://127.0.0.1:{port}?tls=none")).unwrap()
 }
-

@@ -173,13 +173,30 @@ impl Shop {
         let bus = backends.bus().await;
         let keys_dir = backends.dir.path().join("keys");
         let db_url = backends.database_url("identity").await;
-        let identity =
-            start_identity(backends, &db_url, &bus, &keys_dir, options.identity.clone(), None).await;
+        let identity = start_identity(
+            backends,
+            &db_url,
+            &bus,
+            &keys_dir,
+            options.identity.clone(),
+            None,
+        )
+        .await;
         let mut upstreams = options.extra_upstreams.clone();
         upstreams.insert("identity".into(), identity.url.clone());
         let shutdown = CancellationToken::new();
         let services = if options.full {
-            Some(start_services(backends, &bus, &identity, &options, &mut upstreams, &shutdown).await)
+            Some(
+                start_services(
+                    backends,
+                    &bus,
+                    &identity,
+                    &options,
+                    &mut upstreams,
+                    &shutdown,
+                )
+                .await,
+            )
         } else {
             None
         };
@@ -331,14 +348,19 @@ async fn start_services(
     )
     .await
     .expect("catalog starts");
-    catalog.spawn_workers(shutdown.clone()).await.expect("catalog workers");
+    catalog
+        .spawn_workers(shutdown.clone())
+        .await
+        .expect("catalog workers");
     let (listener, catalog_url) = listen().await;
     let catalog_state = catalog.state.clone();
     serve("catalog", listener, catalog_url.clone(), catalog.router);
 
     let store = match &backends.set {
         crate::BackendSet::Real { redis, .. } => {
-            cart::StoreBackend::connect(&cart::StoreUrl::Redis(redis.clone())).await.expect("cart store")
+            cart::StoreBackend::connect(&cart::StoreUrl::Redis(redis.clone()))
+                .await
+                .expect("cart store")
         }
         crate::BackendSet::Embedded => cart::StoreBackend::Sql(backends.database("cart").await),
     };
@@ -354,7 +376,9 @@ async fn start_services(
     .await
     .expect("cart starts");
     cart.spawn_workers(shutdown.clone());
-    cart.subscribe(bus, shutdown.clone()).await.expect("cart subscribes");
+    cart.subscribe(bus, shutdown.clone())
+        .await
+        .expect("cart subscribes");
     let (listener, cart_url) = listen().await;
     serve("cart", listener, cart_url.clone(), cart.router);
 
@@ -376,7 +400,10 @@ async fn start_services(
     )
     .await
     .expect("orders starts");
-    orders.spawn_workers(shutdown.clone()).await.expect("orders workers");
+    orders
+        .spawn_workers(shutdown.clone())
+        .await
+        .expect("orders workers");
     let (listener, orders_url) = listen().await;
     let orders_state = orders.state.clone();
     serve("orders", listener, orders_url, orders.router);
@@ -399,7 +426,10 @@ async fn start_services(
     )
     .await
     .expect("payments starts");
-    payments.spawn_workers(shutdown.clone()).await.expect("payments workers");
+    payments
+        .spawn_workers(shutdown.clone())
+        .await
+        .expect("payments workers");
     let payments_state = payments.state.clone();
     serve("payments", listener, payments_url, payments.router);
 
@@ -416,10 +446,18 @@ async fn start_services(
     )
     .await
     .expect("notifications starts");
-    notifications.spawn_workers(shutdown.clone()).await.expect("notifications workers");
+    notifications
+        .spawn_workers(shutdown.clone())
+        .await
+        .expect("notifications workers");
     let (listener, notifications_url) = listen().await;
     let notifications_state = notifications.state.clone();
-    serve("notifications", listener, notifications_url, notifications.router);
+    serve(
+        "notifications",
+        listener,
+        notifications_url,
+        notifications.router,
+    );
 
     Services {
         catalog: catalog_state,

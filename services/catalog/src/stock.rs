@@ -71,11 +71,18 @@ fn normalise(lines: &[StockLine]) -> Vec<StockLine> {
     }
     merged
         .into_iter()
-        .map(|(product_id, quantity)| StockLine { product_id, quantity })
+        .map(|(product_id, quantity)| StockLine {
+            product_id,
+            quantity,
+        })
         .collect()
 }
 
-async fn take(tx: &mut Transaction<'static, Any>, line: &StockLine, now: i64) -> Result<bool, sqlx::Error> {
+async fn take(
+    tx: &mut Transaction<'static, Any>,
+    line: &StockLine,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE products SET stock = stock - $1, updated_at = $2 \
          WHERE id = $3 AND is_active = $4 AND stock >= $1",
@@ -89,15 +96,23 @@ async fn take(tx: &mut Transaction<'static, Any>, line: &StockLine, now: i64) ->
     Ok(done.rows_affected() == 1)
 }
 
-async fn available<'e>(db: impl sqlx::Executor<'e, Database = Any>, product_id: Uuid) -> Result<i64, sqlx::Error> {
+async fn available<'e>(
+    db: impl sqlx::Executor<'e, Database = Any>,
+    product_id: Uuid,
+) -> Result<i64, sqlx::Error> {
     let row = sqlx::query("SELECT stock, is_active FROM products WHERE id = $1")
         .bind(product_id.to_string())
         .fetch_optional(db)
         .await?;
-    Ok(match row {
-        Some(r) if r.try_get::<bool, _>("is_active")? => r.try_get("stock")?,
-        _ => 0,
-    })
+    let Some(r) = row else {
+        return Ok(0);
+    };
+    // PostgreSQL has a boolean; SQLite an integer 0/1.
+    let is_active = match r.try_get::<bool, _>("is_active") {
+        Ok(b) => b,
+        Err(_) => r.try_get::<i64, _>("is_active")? != 0,
+    };
+    Ok(if is_active { r.try_get("stock")? } else { 0 })
 }
 
 async fn record(
@@ -120,10 +135,17 @@ async fn record(
 }
 
 /// Reserve every line of an order, or none.
-pub async fn reserve(state: &AppState, event: &Envelope, order_id: Uuid, lines: &[StockLine]) -> Result<Reservation, HandlerError> {
+pub async fn reserve(
+    state: &AppState,
+    event: &Envelope,
+    order_id: Uuid,
+    lines: &[StockLine],
+) -> Result<Reservation, HandlerError> {
     let lines = normalise(lines);
     if lines.is_empty() || lines.iter().any(|l| l.quantity <= 0) {
-        return Err(HandlerError::poison("order.placed with no or non-positive quantities"));
+        return Err(HandlerError::poison(
+            "order.placed with no or non-positive quantities",
+        ));
     }
     let now = now_millis();
     let mut tx = state.db.begin().await?;
@@ -140,7 +162,15 @@ pub async fn reserve(state: &AppState, event: &Envelope, order_id: Uuid, lines: 
     }
     if short.is_none() {
         record(&mut tx, order_id, "reserved", &lines, now).await?;
-        let e = Envelope::new(SERVICE, "stock.reserved", StockReserved { order_id, lines: &lines }).map_err(HandlerError::poison)?;
+        let e = Envelope::new(
+            SERVICE,
+            "stock.reserved",
+            StockReserved {
+                order_id,
+                lines: &lines,
+            },
+        )
+        .map_err(HandlerError::poison)?;
         state.outbox.record(&mut tx, &e).await?;
         tx.commit().await?;
         state.outbox.notify_committed();
@@ -170,7 +200,9 @@ pub async fn reserve(state: &AppState, event: &Envelope, order_id: Uuid, lines: 
     if shortages.is_empty() {
         // Stock arrived in between; let the bus redeliver and try again.
         tx.rollback().await?;
-        return Err(HandlerError::transient("stock changed while reserving; retrying"));
+        return Err(HandlerError::transient(
+            "stock changed while reserving; retrying",
+        ));
     }
     record(&mut tx, order_id, "rejected", &lines, now).await?;
     let e = Envelope::new(
@@ -191,7 +223,11 @@ pub async fn reserve(state: &AppState, event: &Envelope, order_id: Uuid, lines: 
 }
 
 /// Give back what an order reserved, once. Returns whether stock moved.
-pub async fn release(state: &AppState, event: &Envelope, order_id: Uuid) -> Result<bool, HandlerError> {
+pub async fn release(
+    state: &AppState,
+    event: &Envelope,
+    order_id: Uuid,
+) -> Result<bool, HandlerError> {
     let now = now_millis();
     let mut tx = state.db.begin().await?;
     if !inbox::first_delivery(&mut tx, SERVICE, event).await? {
@@ -222,7 +258,8 @@ pub async fn release(state: &AppState, event: &Envelope, order_id: Uuid) -> Resu
             .execute(&mut *tx)
             .await?;
     }
-    let e = Envelope::new(SERVICE, "stock.released", StockReleased { order_id }).map_err(HandlerError::poison)?;
+    let e = Envelope::new(SERVICE, "stock.released", StockReleased { order_id })
+        .map_err(HandlerError::poison)?;
     state.outbox.record(&mut tx, &e).await?;
     tx.commit().await?;
     state.outbox.notify_committed();
@@ -267,7 +304,11 @@ pub async fn subscribe(
         Subscription::new(SERVICE, "order.placed", on_placed),
         Subscription::new(SERVICE, "order.cancelled", on_cancelled),
     ] {
-        handles.push(bus.subscribe(sub, shutdown.clone()).await.map_err(|e| e.to_string())?);
+        handles.push(
+            bus.subscribe(sub, shutdown.clone())
+                .await
+                .map_err(|e| e.to_string())?,
+        );
     }
     Ok(handles)
 }
@@ -281,10 +322,31 @@ mod tests {
         let a = Uuid::now_v7();
         let b = Uuid::now_v7();
         let lines = normalise(&[
-            StockLine { product_id: b, quantity: 1 },
-            StockLine { product_id: a, quantity: 2 },
-            StockLine { product_id: b, quantity: 3 },
+            StockLine {
+                product_id: b,
+                quantity: 1,
+            },
+            StockLine {
+                product_id: a,
+                quantity: 2,
+            },
+            StockLine {
+                product_id: b,
+                quantity: 3,
+            },
         ]);
-        assert_eq!(lines, vec![StockLine { product_id: a, quantity: 2 }, StockLine { product_id: b, quantity: 4 }]);
+        assert_eq!(
+            lines,
+            vec![
+                StockLine {
+                    product_id: a,
+                    quantity: 2
+                },
+                StockLine {
+                    product_id: b,
+                    quantity: 4
+                }
+            ]
+        );
     }
 }

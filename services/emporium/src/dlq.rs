@@ -54,8 +54,14 @@ fn resolve(topology: &Topology, name: &str) -> anyhow::Result<String> {
         .find(|(consumer, event)| format!("{consumer}.{event}") == name)
         .map(|(consumer, event)| topology.queue(consumer, event))
         .with_context(|| {
-            let known: Vec<String> = SUBSCRIPTIONS.iter().map(|(c, e)| format!("{c}.{e}")).collect();
-            format!("unknown queue `{name}`; the shop's queues are: {}", known.join(", "))
+            let known: Vec<String> = SUBSCRIPTIONS
+                .iter()
+                .map(|(c, e)| format!("{c}.{e}"))
+                .collect();
+            format!(
+                "unknown queue `{name}`; the shop's queues are: {}",
+                known.join(", ")
+            )
         })
 }
 
@@ -76,7 +82,10 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
         Action::List { queue } => {
             let names: Vec<String> = match queue {
                 Some(q) => vec![q],
-                None => SUBSCRIPTIONS.iter().map(|(c, e)| format!("{c}.{e}")).collect(),
+                None => SUBSCRIPTIONS
+                    .iter()
+                    .map(|(c, e)| format!("{c}.{e}"))
+                    .collect(),
             };
             let mut total = 0;
             for name in names {
@@ -97,7 +106,11 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                             e.correlation_id.as_deref().unwrap_or("-"),
                             l.reason
                         ),
-                        None => println!("  (not an event envelope, {} bytes)  reason {}", l.raw.len(), l.reason),
+                        None => println!(
+                            "  (not an event envelope, {} bytes)  reason {}",
+                            l.raw.len(),
+                            l.reason
+                        ),
                     }
                 }
             }

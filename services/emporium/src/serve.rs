@@ -72,11 +72,36 @@ pub enum MigrateService {
 
 pub async fn migrate(service: MigrateService) -> anyhow::Result<()> {
     let (name, args, postgres, sqlite) = match &service {
-        MigrateService::Identity(a) => ("identity", a, &identity::storage::POSTGRES_MIGRATIONS, &identity::storage::SQLITE_MIGRATIONS),
-        MigrateService::Catalog(a) => ("catalog", a, &catalog::storage::POSTGRES_MIGRATIONS, &catalog::storage::SQLITE_MIGRATIONS),
-        MigrateService::Cart(a) => ("cart", a, &cart::store::sql::POSTGRES_MIGRATIONS, &cart::store::sql::SQLITE_MIGRATIONS),
-        MigrateService::Orders(a) => ("orders", a, &orders::storage::POSTGRES_MIGRATIONS, &orders::storage::SQLITE_MIGRATIONS),
-        MigrateService::Payments(a) => ("payments", a, &payments::storage::POSTGRES_MIGRATIONS, &payments::storage::SQLITE_MIGRATIONS),
+        MigrateService::Identity(a) => (
+            "identity",
+            a,
+            &identity::storage::POSTGRES_MIGRATIONS,
+            &identity::storage::SQLITE_MIGRATIONS,
+        ),
+        MigrateService::Catalog(a) => (
+            "catalog",
+            a,
+            &catalog::storage::POSTGRES_MIGRATIONS,
+            &catalog::storage::SQLITE_MIGRATIONS,
+        ),
+        MigrateService::Cart(a) => (
+            "cart",
+            a,
+            &cart::store::sql::POSTGRES_MIGRATIONS,
+            &cart::store::sql::SQLITE_MIGRATIONS,
+        ),
+        MigrateService::Orders(a) => (
+            "orders",
+            a,
+            &orders::storage::POSTGRES_MIGRATIONS,
+            &orders::storage::SQLITE_MIGRATIONS,
+        ),
+        MigrateService::Payments(a) => (
+            "payments",
+            a,
+            &payments::storage::POSTGRES_MIGRATIONS,
+            &payments::storage::SQLITE_MIGRATIONS,
+        ),
         MigrateService::Notifications(a) => (
             "notifications",
             a,
@@ -84,7 +109,9 @@ pub async fn migrate(service: MigrateService) -> anyhow::Result<()> {
             &notifications::storage::SQLITE_MIGRATIONS,
         ),
     };
-    let db = Database::connect(&args.database_url).await.context("EMPORIUM_DATABASE_URL")?;
+    let db = Database::connect(&args.database_url)
+        .await
+        .context("EMPORIUM_DATABASE_URL")?;
     db.migrate(postgres, sqlite).await?;
     kit::events::ensure_schema(&db).await?;
     println!("{name}: migrations applied");
@@ -98,11 +125,15 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 async fn database(url: &DatabaseUrl) -> anyhow::Result<Database> {
-    Database::connect(url).await.context("EMPORIUM_DATABASE_URL")
+    Database::connect(url)
+        .await
+        .context("EMPORIUM_DATABASE_URL")
 }
 
 async fn bus(url: &BusUrl) -> anyhow::Result<EventBus> {
-    EventBus::connect(url, Topology::default()).await.context("EMPORIUM_BUS_URL")
+    EventBus::connect(url, Topology::default())
+        .await
+        .context("EMPORIUM_BUS_URL")
 }
 
 fn verifier(tokens: &kit::config::TokenArgs) -> Arc<TokenVerifier> {
@@ -129,7 +160,9 @@ pub async fn run(service: Service) -> anyhow::Result<()> {
             let keys = config.key_ring().map_err(anyhow::Error::msg)?;
             let backends = identity::Backends {
                 db: database(&config.database_url).await?,
-                cache: Cache::connect(&config.cache_url, "emporium").await.context("EMPORIUM_CACHE_URL")?,
+                cache: Cache::connect(&config.cache_url, "emporium")
+                    .await
+                    .context("EMPORIUM_CACHE_URL")?,
                 bus: bus(&config.bus_url).await?,
             };
             let service = identity::Identity::build(config.settings(), keys, backends).await?;
@@ -139,17 +172,29 @@ pub async fn run(service: Service) -> anyhow::Result<()> {
         Service::Catalog(config) => {
             let backends = catalog::Backends {
                 db: database(&config.database_url).await?,
-                cache: Cache::connect(&config.cache_url, "emporium").await.context("EMPORIUM_CACHE_URL")?,
+                cache: Cache::connect(&config.cache_url, "emporium")
+                    .await
+                    .context("EMPORIUM_CACHE_URL")?,
                 bus: bus(&config.bus_url).await?,
             };
-            let service = catalog::Catalog::build(config.settings(), verifier(&config.tokens), backends).await?;
+            let service =
+                catalog::Catalog::build(config.settings(), verifier(&config.tokens), backends)
+                    .await?;
             let workers = service.spawn_workers(shutdown.clone()).await?;
             (config.http.listen, service.router, workers)
         }
         Service::Cart(config) => {
-            let store = cart::StoreBackend::connect(&config.store_url).await.context("EMPORIUM_CART_STORE_URL")?;
+            let store = cart::StoreBackend::connect(&config.store_url)
+                .await
+                .context("EMPORIUM_CART_STORE_URL")?;
             let events = bus(&config.bus_url).await?;
-            let service = cart::Cart::build(config.settings(), config.verifier(), store, config.catalog_url.clone()).await?;
+            let service = cart::Cart::build(
+                config.settings(),
+                config.verifier(),
+                store,
+                config.catalog_url.clone(),
+            )
+            .await?;
             let mut workers = service.spawn_workers(shutdown.clone());
             workers.extend(service.subscribe(&events, shutdown.clone()).await?);
             (config.http.listen, service.router, workers)
@@ -163,7 +208,9 @@ pub async fn run(service: Service) -> anyhow::Result<()> {
                 cart: config.cart_url.clone(),
                 catalog: config.catalog_url.clone(),
             };
-            let service = orders::Orders::build(config.settings(), verifier(&config.tokens), peers, backends).await?;
+            let service =
+                orders::Orders::build(config.settings(), verifier(&config.tokens), peers, backends)
+                    .await?;
             let workers = service.spawn_workers(shutdown.clone()).await?;
             (config.http.listen, service.router, workers)
         }
@@ -173,7 +220,8 @@ pub async fn run(service: Service) -> anyhow::Result<()> {
                 db: database(&config.database_url).await?,
                 bus: bus(&config.bus_url).await?,
             };
-            let service = payments::Payments::build(settings, verifier(&config.tokens), backends).await?;
+            let service =
+                payments::Payments::build(settings, verifier(&config.tokens), backends).await?;
             let workers = service.spawn_workers(shutdown.clone()).await?;
             (config.http.listen, service.router, workers)
         }
@@ -182,13 +230,19 @@ pub async fn run(service: Service) -> anyhow::Result<()> {
                 db: database(&config.database_url).await?,
                 bus: bus(&config.bus_url).await?,
             };
-            let service =
-                notifications::Notifications::build(config.settings(), Arc::new(config.verifier()), backends).await?;
+            let service = notifications::Notifications::build(
+                config.settings(),
+                Arc::new(config.verifier()),
+                backends,
+            )
+            .await?;
             let workers = service.spawn_workers(shutdown.clone()).await?;
             (config.http.listen, service.router, workers)
         }
         Service::Gateway(config) => {
-            let cache = Cache::connect(&config.cache_url, "emporium").await.context("EMPORIUM_CACHE_URL")?;
+            let cache = Cache::connect(&config.cache_url, "emporium")
+                .await
+                .context("EMPORIUM_CACHE_URL")?;
             let gateway = gateway::Gateway::build(gateway::Settings::from_config(&config), &cache);
             let workers = gateway.spawn_workers(shutdown.clone());
             (config.http.listen, gateway.router, workers)

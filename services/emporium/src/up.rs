@@ -70,8 +70,12 @@ async fn sqlite(data_dir: &Path, name: &str) -> anyhow::Result<Database> {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
     let dir = args.data_dir.as_path();
     let shutdown = CancellationToken::new();
     let bus = EventBus::memory();
@@ -80,7 +84,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut workers = Vec::new();
     let mut upstreams = BTreeMap::new();
     let mut serve = |name: &str, listener: TcpListener, url: url::Url, router: axum::Router| {
-        servers.push(tokio::spawn(kit::http::serve(listener, router, shutdown.clone())));
+        servers.push(tokio::spawn(kit::http::serve(
+            listener,
+            router,
+            shutdown.clone(),
+        )));
         upstreams.insert(name.to_string(), url);
     };
 
@@ -117,7 +125,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
-    catalog::demo::seed(&catalog.state).await.context("seeding the demo catalogue")?;
+    catalog::demo::seed(&catalog.state)
+        .await
+        .context("seeding the demo catalogue")?;
     workers.extend(catalog.spawn_workers(shutdown.clone()).await?);
     let (listener, catalog_url) = loopback().await?;
     serve("catalog", listener, catalog_url.clone(), catalog.router);
@@ -189,13 +199,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     .await?;
     workers.extend(notifications.spawn_workers(shutdown.clone()).await?);
     let (listener, notifications_url) = loopback().await?;
-    serve("notifications", listener, notifications_url, notifications.router);
+    serve(
+        "notifications",
+        listener,
+        notifications_url,
+        notifications.router,
+    );
 
     // gateway
     let addr = SocketAddr::new(args.host, args.port);
     let gateway = gateway::Gateway::build(
         gateway::Settings {
-            routes: gateway::routes::RouteTable::parse(gateway::routes::DEFAULT_ROUTES).map_err(anyhow::Error::msg)?,
+            routes: gateway::routes::RouteTable::parse(gateway::routes::DEFAULT_ROUTES)
+                .map_err(anyhow::Error::msg)?,
             jwks_url: identity_url.join("/.well-known/jwks.json")?,
             upstreams,
             jwt_issuer: "emporium-identity".into(),
@@ -216,11 +232,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
         &cache,
     );
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (is another shop running? try --port)"))?;
+    let listener = TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (is another shop running? try --port)")
+    })?;
     workers.extend(gateway.spawn_workers(shutdown.clone()));
-    servers.push(tokio::spawn(kit::http::serve(listener, gateway.router, shutdown.clone())));
+    servers.push(tokio::spawn(kit::http::serve(
+        listener,
+        gateway.router,
+        shutdown.clone(),
+    )));
 
     println!("Emporium is up.");
     println!("  Shop API:   http://{addr}/api/v1/…");
@@ -230,9 +250,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if emails {
         println!("  Emails:     sent through the SMTP server given");
     } else {
-        println!("  Emails:     kept in the in-app feed (GET /api/v1/notifications); --smtp-url sends them");
+        println!(
+            "  Emails:     kept in the in-app feed (GET /api/v1/notifications); --smtp-url sends them"
+        );
     }
-    println!("  Data:       {} (delete it to start afresh)", dir.display());
+    println!(
+        "  Data:       {} (delete it to start afresh)",
+        dir.display()
+    );
     println!("Press Ctrl-C to stop.");
 
     kit::http::shutdown_signal().await;

@@ -227,35 +227,47 @@ fn help_lists_the_commands() {
 #[tokio::test]
 async fn dlq_lists_and_replays_dead_letters() {
     let amqp = match std::env::var("EMPORIUM_TEST_BACKENDS").as_deref() {
-        Ok("real") => std::env::var("EMPORIUM_TEST_AMQP_URL")
-            .expect("EMPORIUM_TEST_BACKENDS=real needs EMPORIUM_TEST_AMQP_URL (cargo xtask test sets it)"),
+        Ok("real") => std::env::var("EMPORIUM_TEST_AMQP_URL").expect(
+            "EMPORIUM_TEST_BACKENDS=real needs EMPORIUM_TEST_AMQP_URL (cargo xtask test sets it)",
+        ),
         _ => {
             let err = serve_fails_with(&["dlq", "list"], &[("EMPORIUM_BUS_URL", "memory://")]);
-            assert!(err.contains("memory://") && err.contains("amqp://"), "{err}");
+            assert!(
+                err.contains("memory://") && err.contains("amqp://"),
+                "{err}"
+            );
             return;
         }
     };
     let exchange = format!("t{}.events", uuid::Uuid::now_v7().simple());
-    let topology = kit::events::Topology { exchange: exchange.clone() };
-    let bus = kit::events::EventBus::connect(&kit::config::BusUrl::Amqp(amqp.clone()), topology.clone())
-        .await
-        .unwrap();
+    let topology = kit::events::Topology {
+        exchange: exchange.clone(),
+    };
+    let bus =
+        kit::events::EventBus::connect(&kit::config::BusUrl::Amqp(amqp.clone()), topology.clone())
+            .await
+            .unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = seen.clone();
     bus.subscribe(
-        kit::events::Subscription::new("catalog", "order.placed", move |_e: kit::events::Envelope| {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                Err(kit::events::HandlerError::poison("unreadable order"))
-            }
-        }),
+        kit::events::Subscription::new(
+            "catalog",
+            "order.placed",
+            move |_e: kit::events::Envelope| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Err(kit::events::HandlerError::poison("unreadable order"))
+                }
+            },
+        ),
         stop.clone(),
     )
     .await
     .unwrap();
-    let poison = kit::events::Envelope::new("test", "order.placed", json!({"nonsense": true})).unwrap();
+    let poison =
+        kit::events::Envelope::new("test", "order.placed", json!({"nonsense": true})).unwrap();
     bus.publish(&poison).await.unwrap();
     let queue = topology.queue("catalog", "order.placed");
     for _ in 0..200 {
@@ -272,17 +284,26 @@ async fn dlq_lists_and_replays_dead_letters() {
             .env("EMPORIUM_BUS_URL", &amqp)
             .output()
             .expect("run emporium dlq");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     let listed = dlq(&["list"]);
-    assert!(listed.contains("catalog.order.placed: 1 dead letter(s)"), "{listed}");
+    assert!(
+        listed.contains("catalog.order.placed: 1 dead letter(s)"),
+        "{listed}"
+    );
     assert!(listed.contains(&poison.id.to_string()), "{listed}");
     let replayed = dlq(&["replay", "catalog.order.placed"]);
     assert!(replayed.contains("1 message(s)"), "{replayed}");
     // Back in its queue, handled (and refused) a second time, dead again.
     for _ in 0..200 {
-        if seen.load(std::sync::atomic::Ordering::SeqCst) >= 2 && !bus.dead_letters(&queue).await.unwrap().is_empty() {
+        if seen.load(std::sync::atomic::Ordering::SeqCst) >= 2
+            && !bus.dead_letters(&queue).await.unwrap().is_empty()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

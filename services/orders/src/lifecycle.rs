@@ -70,6 +70,13 @@ pub async fn apply(state: &AppState, change: Change<'_>) -> Result<Applied> {
     let mut updated = order;
     updated.status = change.next;
     updated.updated_at = now;
+    // As set_status stored them, so the answer shows them too.
+    if change.next == OrderStatus::Cancelled {
+        updated.cancel_reason = change.reason.map(str::to_string);
+    }
+    if change.next == OrderStatus::Confirmed {
+        updated.paid_at = Some(now);
+    }
     if let Some(event_type) = change.next.event_type() {
         let payload = if change.next == OrderStatus::Cancelled {
             OrderChanged::new(&updated, change.reason, Some(was_paid))
@@ -98,7 +105,8 @@ fn saga_step(
             let about: AboutOrder = event.payload_as().map_err(HandlerError::poison)?;
             let detailed;
             let reason = match (default_reason, about.reason.as_deref()) {
-                (Some(base), Some(detail)) => {
+                // `stock.rejected` says `out_of_stock` itself: no need to say it twice.
+                (Some(base), Some(detail)) if detail != base => {
                     detailed = format!("{base}: {detail}");
                     Some(detailed.as_str())
                 }

@@ -166,7 +166,11 @@ impl CartStore {
 
     /// Empty a customer's cart because their order was placed, once per
     /// event however often it is delivered. `false`: seen before.
-    pub async fn clear_for_order(&self, user_id: Uuid, event: &kit::events::Envelope) -> Result<bool, StoreError> {
+    pub async fn clear_for_order(
+        &self,
+        user_id: Uuid,
+        event: &kit::events::Envelope,
+    ) -> Result<bool, StoreError> {
         match self {
             CartStore::Redis(s) => s.clear_once(CartOwner::Customer(user_id), event.id).await,
             CartStore::Sql(s) => s.clear_once(CartOwner::Customer(user_id), event).await,

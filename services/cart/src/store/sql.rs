@@ -99,7 +99,9 @@ impl SqlCarts {
     /// A store on `db`; apply the migrations first.
     pub async fn open(db: Database, retention: Retention) -> Result<Self, kit::db::DbError> {
         db.migrate(&POSTGRES_MIGRATIONS, &SQLITE_MIGRATIONS).await?;
-        kit::events::ensure_schema(&db).await.map_err(|e| kit::db::DbError::Connect(e))?;
+        kit::events::ensure_schema(&db)
+            .await
+            .map_err(kit::db::DbError::Connect)?;
         Ok(Self { db, retention })
     }
 
@@ -259,7 +261,11 @@ impl SqlCarts {
 
     /// Empty `owner`'s cart because of `event`, once (the inbox claim and
     /// the delete share one transaction). `false`: seen before.
-    pub async fn clear_once(&self, owner: CartOwner, event: &kit::events::Envelope) -> Result<bool, StoreError> {
+    pub async fn clear_once(
+        &self,
+        owner: CartOwner,
+        event: &kit::events::Envelope,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.db.begin().await?;
         if !kit::events::inbox::first_delivery(&mut tx, "cart", event).await? {
             tx.commit().await?;

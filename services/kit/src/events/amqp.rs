@@ -294,12 +294,30 @@ impl AmqpBus {
             return Ok(0);
         }
         let dlq = self.topology.dead_letter_queue(queue);
-        let mut replayed = 0;
-        while let Some(msg) = channel
-            .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
+        // Only the messages there now: one that fails again is back in the
+        // dead-letter queue at once and would otherwise be replayed again
+        // and again by this very loop.
+        let waiting = channel
+            .queue_declare(
+                dlq.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .map_err(broker)?
-        {
+            .message_count();
+        let mut replayed = 0;
+        for _ in 0..waiting {
+            let Some(msg) = channel
+                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
+                .await
+                .map_err(broker)?
+            else {
+                break;
+            };
             match serde_json::from_slice::<Envelope>(&msg.delivery.data) {
                 Ok(event) => {
                     // Straight back to the queue that failed it (default
@@ -357,6 +375,13 @@ async fn queue_exists(conn: &Connection, queue: &str) -> Result<bool, BusError> 
     Ok(found)
 }
 
+/// Resolves once `channel` can no longer be used.
+async fn channel_lost(channel: &Channel) {
+    while channel.status().connected() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn death_reason(props: &BasicProperties) -> String {
     props
         .headers()
@@ -396,46 +421,55 @@ async fn consume(
         .map_err(broker)?;
     let stream = consumer.take_until(shutdown.cancelled());
     let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    stream
-        .for_each_concurrent(PREFETCH as usize, |delivery| {
-            let failure = failure.clone();
-            async move {
-                let delivery = match delivery {
-                    Ok(d) => d,
-                    Err(e) => {
-                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                        return;
-                    }
-                };
-                let disposition = match serde_json::from_slice::<Envelope>(&delivery.data) {
-                    Ok(event) => handle_with_retries(sub, &event, shutdown).await,
-                    Err(e) => {
-                        tracing::error!(%queue, error = %e, "undecodable message");
-                        Disposition::DeadLetter(format!("undecodable: {e}"))
-                    }
-                };
-                let acked = match disposition {
-                    Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
-                    Disposition::DeadLetter(_) => {
-                        delivery.reject(BasicRejectOptions { requeue: false }).await
-                    }
-                    Disposition::Requeue => {
-                        delivery
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..Default::default()
-                            })
-                            .await
-                    }
-                };
-                if let Err(e) = acked {
-                    // The channel died: the broker will redeliver; the
-                    // inbox makes the second delivery harmless.
-                    tracing::warn!(%queue, error = %e, "cannot acknowledge");
+    let work = stream.for_each_concurrent(PREFETCH as usize, |delivery| {
+        let failure = failure.clone();
+        async move {
+            let delivery = match delivery {
+                Ok(d) => d,
+                Err(e) => {
+                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    return;
                 }
+            };
+            let disposition = match serde_json::from_slice::<Envelope>(&delivery.data) {
+                Ok(event) => handle_with_retries(sub, &event, shutdown).await,
+                Err(e) => {
+                    tracing::error!(%queue, error = %e, "undecodable message");
+                    Disposition::DeadLetter(format!("undecodable: {e}"))
+                }
+            };
+            let acked = match disposition {
+                Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
+                Disposition::DeadLetter(_) => {
+                    delivery.reject(BasicRejectOptions { requeue: false }).await
+                }
+                Disposition::Requeue => {
+                    delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await
+                }
+            };
+            if let Err(e) = acked {
+                // The channel died: the broker will redeliver; the
+                // inbox makes the second delivery harmless.
+                tracing::warn!(%queue, error = %e, "cannot acknowledge");
             }
-        })
-        .await;
+        }
+    });
+    // When the connection dies under it, lapin may leave an acknowledgement
+    // waiting for ever, and with it this consumer. So stop waiting once the
+    // channel is gone: what is in flight is dropped unacknowledged (the
+    // broker redelivers it; the inbox makes that harmless) and the caller
+    // reconnects.
+    tokio::select! {
+        () = work => {}
+        () = channel_lost(channel) => {
+            return Err(BusError::Broker("the channel to the broker was lost".into()));
+        }
+    }
     match failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
         Some(e) => Err(BusError::Broker(e)),
         None if shutdown.is_cancelled() => Ok(()),
