@@ -140,6 +140,8 @@ impl Backends {
     pub fn topology(&self) -> Topology {
         Topology {
             exchange: format!("{}.events", self.tag),
+            // Test queues go away on their own once the test is over.
+            unused_queue_ttl: Some(std::time::Duration::from_secs(600)),
         }
     }
 

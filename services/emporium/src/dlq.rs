@@ -74,6 +74,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
     }
     let topology = Topology {
         exchange: args.exchange.clone(),
+        ..Default::default()
     };
     let bus = EventBus::connect(&args.bus_url, topology.clone())
         .await

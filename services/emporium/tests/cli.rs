@@ -242,6 +242,7 @@ async fn dlq_lists_and_replays_dead_letters() {
     let exchange = format!("t{}.events", uuid::Uuid::now_v7().simple());
     let topology = kit::events::Topology {
         exchange: exchange.clone(),
+        unused_queue_ttl: Some(Duration::from_secs(600)),
     };
     let bus =
         kit::events::EventBus::connect(&kit::config::BusUrl::Amqp(amqp.clone()), topology.clone())

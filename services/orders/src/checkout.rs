@@ -87,6 +87,13 @@ pub async fn place_order(
 
     let cart = state.peers.cart(bearer).await?;
     if cart.items.is_empty() {
+        // A concurrent request with this key may have placed the order, and
+        // its `order.placed` emptied the cart, since we looked above.
+        if let Some(existing) =
+            orders::by_idempotency_key(state.db.pool(), user.id, &idempotency_key).await?
+        {
+            return replay(existing, &hash);
+        }
         return Err(OrderError::EmptyCart);
     }
     let ids: Vec<Uuid> = cart.items.iter().map(|i| i.product_id).collect();

@@ -176,8 +176,15 @@ impl AmqpBus {
             durable: true,
             ..Default::default()
         };
+        let mut expiring = FieldTable::default();
+        if let Some(ttl) = self.topology.unused_queue_ttl {
+            expiring.insert(
+                "x-expires".into(),
+                AMQPValue::LongLongInt(ttl.as_millis() as i64),
+            );
+        }
         channel
-            .queue_declare(dlq.as_str().into(), durable, FieldTable::default())
+            .queue_declare(dlq.as_str().into(), durable, expiring.clone())
             .await
             .map_err(broker)?;
         channel
@@ -190,7 +197,7 @@ impl AmqpBus {
             )
             .await
             .map_err(broker)?;
-        let mut args = FieldTable::default();
+        let mut args = expiring;
         args.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(dlx.as_str().into()),

@@ -14,12 +14,16 @@ use crate::config::BusUrl;
 pub struct Topology {
     /// The durable topic exchange every event is published to.
     pub exchange: String,
+    /// Let the broker delete a queue unused this long (`x-expires`): for
+    /// throwaway topologies such as tests'. `None` in production.
+    pub unused_queue_ttl: Option<std::time::Duration>,
 }
 
 impl Default for Topology {
     fn default() -> Self {
         Self {
             exchange: "emporium.events".into(),
+            unused_queue_ttl: None,
         }
     }
 }
