@@ -196,7 +196,7 @@ fn commands_for(
     nextest: bool,
     runner_args: &[String],
 ) -> Vec<Command> {
-    let runner = |subcommand: &[&str], extra: &[&str]| {
+    let runner_for = |packages: &[&str], subcommand: &[&str], extra: &[&str]| {
         let mut command = cargo();
         command.env("EMPORIUM_TEST_BACKENDS", set.name());
         command.envs(tools.iter().map(|(k, v)| (*k, v.as_str())));
@@ -214,10 +214,22 @@ fn commands_for(
                 }
             }
         }
-        command.args(subcommand).args(set.packages()).args(extra);
+        command.args(subcommand).args(packages).args(extra);
         if !runner_args.is_empty() {
             command.arg("--").args(runner_args);
         }
+        command
+    };
+    let runner =
+        |subcommand: &[&str], extra: &[&str]| runner_for(set.packages(), subcommand, extra);
+    // Tests that stop a backend every other test shares (the broker restart)
+    // are #[ignore]d and run here, alone, after the rest of the set.
+    let alone = || {
+        let mut command = runner_for(&["-p", "emporium-tests", "--test", "suite"], &["test"], &[]);
+        if runner_args.is_empty() {
+            command.arg("--");
+        }
+        command.args(["--ignored", "--test-threads=1"]);
         command
     };
     match (nextest, set) {
@@ -230,8 +242,9 @@ fn commands_for(
         (true, Set::Embedded) => vec![
             runner(&["nextest", "run"], &[]),
             runner(&["test"], &["--doc"]),
+            alone(),
         ],
-        (true, Set::Real) => vec![runner(&["nextest", "run"], &[])],
+        (true, Set::Real) => vec![runner(&["nextest", "run"], &[]), alone()],
         // The e2e tests are #[ignore]d elsewhere and share one operator: one at a time.
         (true, Set::Operator) => vec![runner(
             &["nextest", "run"],
@@ -245,6 +258,7 @@ fn commands_for(
             command.args(["--ignored", "--test-threads=1"]);
             vec![command]
         }
+        (false, Set::Embedded | Set::Real) => vec![runner(&["test"], &[]), alone()],
         (false, _) => vec![runner(&["test"], &[])],
     }
 }
@@ -335,7 +349,11 @@ mod tests {
         let commands = commands_for(Set::Embedded, Some(&urls()), &[], false, &[]);
         assert_eq!(
             lines(&commands),
-            ["EMPORIUM_TEST_BACKENDS=embedded cargo test --workspace"]
+            [
+                "EMPORIUM_TEST_BACKENDS=embedded cargo test --workspace",
+                "EMPORIUM_TEST_BACKENDS=embedded cargo test -p emporium-tests --test suite -- \
+                 --ignored --test-threads=1"
+            ]
         );
     }
 
@@ -347,7 +365,10 @@ mod tests {
             [
                 "EMPORIUM_TEST_AMQP_URL=amqp://a EMPORIUM_TEST_BACKENDS=real \
               EMPORIUM_TEST_POSTGRES_URL=postgres://pg EMPORIUM_TEST_REDIS_URL=redis://r \
-              cargo test -p emporium-tests -p emporium -- identity"
+              cargo test -p emporium-tests -p emporium -- identity",
+                "EMPORIUM_TEST_AMQP_URL=amqp://a EMPORIUM_TEST_BACKENDS=real \
+              EMPORIUM_TEST_POSTGRES_URL=postgres://pg EMPORIUM_TEST_REDIS_URL=redis://r \
+              cargo test -p emporium-tests --test suite -- identity --ignored --test-threads=1"
             ]
         );
     }
@@ -381,13 +402,19 @@ mod tests {
     #[test]
     fn nextest_runs_doctests_with_the_embedded_set() {
         let real = commands_for(Set::Real, Some(&urls()), &[], true, &[]);
-        assert_eq!(real.len(), 1);
+        assert_eq!(
+            real.len(),
+            2,
+            "the suite, then the tests that must run alone"
+        );
         let commands = commands_for(Set::Embedded, None, &[], true, &[]);
         assert_eq!(
             lines(&commands),
             [
                 "EMPORIUM_TEST_BACKENDS=embedded cargo nextest run --workspace",
                 "EMPORIUM_TEST_BACKENDS=embedded cargo test --workspace --doc",
+                "EMPORIUM_TEST_BACKENDS=embedded cargo test -p emporium-tests --test suite -- \
+                 --ignored --test-threads=1",
             ]
         );
     }
