@@ -259,7 +259,6 @@ fn commands_for(
             vec![command]
         }
         (false, Set::Embedded | Set::Real) => vec![runner(&["test"], &[]), alone()],
-        (false, _) => vec![runner(&["test"], &[])],
     }
 }
 
