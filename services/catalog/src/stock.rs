@@ -153,6 +153,15 @@ pub async fn reserve(
         tx.commit().await?;
         return Ok(Reservation::AlreadyHandled);
     }
+    // A cancellation seen first left a tombstone: reserve nothing for it.
+    let earlier = sqlx::query("SELECT status FROM stock_reservations WHERE order_id = $1")
+        .bind(order_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+    if earlier.is_some() {
+        tx.commit().await?;
+        return Ok(Reservation::AlreadyHandled);
+    }
     let mut short = None;
     for line in &lines {
         if !take(&mut tx, line, now).await? {
@@ -245,6 +254,17 @@ pub async fn release(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
+        // Nothing held (rejected, released, or `order.placed` not seen yet:
+        // the two travel on separate queues). Leave a tombstone so a late
+        // `order.placed` reserves nothing for a cancelled order.
+        sqlx::query(
+            "INSERT INTO stock_reservations (order_id, status, lines, created_at, updated_at) \
+             VALUES ($1, 'released', '[]', $2, $2) ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(order_id.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         return Ok(false);
     };
