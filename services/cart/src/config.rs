@@ -156,6 +156,8 @@ mod tests {
             "redis://127.0.0.1",
             "--catalog-url",
             "http://catalog:8080",
+            "--bus-url",
+            "amqp://rabbitmq:5672",
         ])
         .unwrap();
         let s = cli.config.settings();

@@ -251,8 +251,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Group::pid("catalog (on)", catalog_on_pid),
         Group::pid("gateway (off)", gateway_off_pid),
         Group::pid("catalog (off)", catalog_off_pid),
-        Group::comm("postgres", "postgres"),
-        Group::comm("redis", "redis-server"),
+        Group::comm("postgres (all)", "postgres"),
+        Group::comm("redis (all)", "redis-server"),
         Group::waited_children("oha"),
     ]);
     let (s, c) = (options.seconds, options.connections);
@@ -307,7 +307,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         options.products
     );
     println!(
-        "saturation, {c} connections, {s} s each (cpu: share of one core, of {}%):",
+        "saturation, {c} connections, {s} s each (cpu: share of one core, of {}%; \
+         `(all)`: the whole server, whoever else uses it):",
         cores * 100
     );
     println!("get by id ({IDS} different products)");

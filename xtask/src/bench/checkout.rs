@@ -236,9 +236,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         wait_ready(service, ports[name])?;
     }
     groups.extend([
-        Group::comm("postgres", "postgres"),
-        Group::comm("redis", "redis-server"),
-        Group::comm("rabbitmq", "beam.smp"),
+        Group::comm("postgres (all)", "postgres"),
+        Group::comm("redis (all)", "redis-server"),
+        Group::comm("rabbitmq (all)", "beam.smp"),
         Group::own_process("customers (xtask)"),
     ]);
     let cpu = Cpu::new(groups);
@@ -1156,6 +1156,9 @@ impl Phase {
             .map(|(s, (p50, p99))| format!("{s} {p50:.0}/{p99:.0}"))
             .collect();
         println!("  outbox → broker wait p50/p99 ms: {}", outbox.join(", "));
-        println!("  cpu (share of one core): {}", self.cpu);
+        println!(
+            "  cpu (share of one core; `(all)`: the whole server): {}",
+            self.cpu
+        );
     }
 }
