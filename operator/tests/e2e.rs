@@ -459,8 +459,9 @@ async fn deleted_and_edited_children_are_restored_and_a_noop_writes_nothing() {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let writes = operator.writes();
+    let writes = operator
+        .settled_writes(Duration::from_secs(5), CONVERGE)
+        .await;
     let reconciles = operator.counter("emporium_operator_reconciles_total");
     let poke = json!({"metadata": {"annotations": {"e2e.emporium.dev/poke": "1"}}});
     stores

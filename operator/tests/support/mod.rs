@@ -223,6 +223,29 @@ impl Operator {
             .collect()
     }
 
+    /// The writes once none has happened for `quiet`: trailing watch
+    /// events (a Deployment's status catching up after a rollback, say)
+    /// still make real changes for a while after a resource reads Ready.
+    pub async fn settled_writes(&self, quiet: Duration, limit: Duration) -> BTreeMap<String, f64> {
+        let deadline = Instant::now() + limit;
+        let mut last = self.writes();
+        let mut since = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = self.writes();
+            if now != last {
+                last = now;
+                since = Instant::now();
+            } else if since.elapsed() >= quiet {
+                return last;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator kept writing for {limit:?}: {last:?}"
+            );
+        }
+    }
+
     /// Asks the operator to stop (SIGTERM), as Kubernetes does.
     pub fn terminate(&mut self) {
         let _ = Command::new("kill")
