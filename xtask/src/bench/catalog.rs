@@ -9,6 +9,13 @@
 //! when something fails, throwaway PostgreSQL databases, a private Redis
 //! database number, `oha` over a file of URLs, and CPU accounting per
 //! process from /proc.
+//!
+//! Everything a run creates is torn down by drop guards, on failure too:
+//! the processes are killed, the databases dropped, the Redis database
+//! flushed; the logs are kept (and their path printed) when the run failed.
+//! A run killed outright (Ctrl-C stops the services with it, but not the
+//! guards) leaves its databases, Redis database and vhost behind, named
+//! after its pid: the next run removes those of runs no longer alive.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -255,13 +262,19 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Group::comm("redis (all)", "redis-server"),
         Group::waited_children("oha"),
     ]);
+    let watched = [
+        ("catalog (cache on)", catalog_on_pid),
+        ("catalog (cache off)", catalog_off_pid),
+        ("gateway (cache on)", gateway_on_pid),
+        ("gateway (cache off)", gateway_off_pid),
+    ];
     let (s, c) = (options.seconds, options.connections);
     cmd::step(
         "bench",
         "warming up: 3 s of each load (fills the cache, PostgreSQL's buffers, the pools)",
     );
     for name in ["id-on", "id-off", "search-on", "search-off"] {
-        oha_urls(&file[name], 3, c, None)?;
+        oha_urls(&file[name], 3, c, None).map_err(|e| explain(e, &watched))?;
     }
     cmd::step(
         "bench",
@@ -270,7 +283,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let hits_before = cache_lookups(cached_port)?;
     let measure = |name: &str, rate: Option<f64>| -> Result<(Figures, String)> {
         let before = cpu.sample();
-        let figures = oha_urls(&file[name], s, c, rate)?;
+        let figures = oha_urls(&file[name], s, c, rate).map_err(|e| explain(e, &watched))?;
         Ok((figures, cpu.report(&before, &cpu.sample())))
     };
     let id_on = measure("id-on", None)?;
@@ -286,6 +299,30 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         ),
     );
     let search_off_half = measure("search-off", Some(moderate))?;
+
+    // Each search alone, one at a time: which ones cost what.
+    cmd::step("bench", "each search alone with the cache off, 5 times");
+    let mut alone = Vec::new();
+    for q in SEARCHES {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            let (status, _) = http(
+                uncached_gw,
+                "GET",
+                &format!("/api/v1/products?{q}"),
+                &[],
+                None,
+            )?;
+            if status != 200 {
+                bail!("search `{q}` answered {status}");
+            }
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        alone.push((times[times.len() / 2], *q));
+    }
+    alone.sort_by(|a, b| b.0.total_cmp(&a.0));
 
     drop((gateway_on, gateway_off, catalog_on, catalog_off));
     drop(redis);
@@ -329,6 +366,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     );
     row("  uncached (cache off)", &search_off_half);
     cpu_row(&search_off_half);
+    println!("each search alone with the cache off, one at a time (median of 5):");
+    for (ms, q) in &alone {
+        println!("  {ms:>8.2} ms  ?{q}");
+    }
     let (hits, misses) = (hits_after.0 - hits_before.0, hits_after.1 - hits_before.1);
     println!();
     println!(
@@ -753,6 +794,37 @@ impl ChildPids {
             .max();
         self.known.extend(found);
         found
+    }
+}
+
+/// Names of the watched processes that have exited (zombies not yet
+/// reaped included), for an error that says which service died.
+pub(super) fn exited(watched: &[(&'static str, Option<u32>)]) -> Vec<&'static str> {
+    watched
+        .iter()
+        .filter(|(_, pid)| {
+            pid.is_some_and(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| s.rsplit_once(") ")?.1.chars().next())
+                    .is_none_or(|state| state == 'Z' || state == 'X')
+            })
+        })
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+/// `error`, saying which watched service exited if one did.
+pub(super) fn explain(
+    error: anyhow::Error,
+    watched: &[(&'static str, Option<u32>)],
+) -> anyhow::Error {
+    match exited(watched).as_slice() {
+        [] => error,
+        dead => error.context(format!(
+            "{} exited during the bench; see its log",
+            dead.join(", ")
+        )),
     }
 }
 

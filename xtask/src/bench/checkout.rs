@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 
 use super::catalog::{
     ChildPids, Cpu, Group, PgDatabase, RedisDb, Scratch, cache_lookups, clean_stale_databases,
-    cores, psql_lines, require_psql, with_path,
+    cores, exited, explain, psql_lines, require_psql, with_path,
 };
 use super::processes::{build_emporium, free_port, start, wait_ready};
 use crate::{cmd, provision};
@@ -221,11 +221,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut pids = ChildPids::default();
     let mut services = Vec::new();
     let mut groups = Vec::new();
+    let mut watched = Vec::new();
     for name in names {
         let mut vars = common(name);
         vars.extend(env.remove(name).unwrap_or_default());
         let mut service = start(name, &bin, &["serve", name], &vars, &scratch.log(name))?;
-        groups.push(Group::pid(name, pids.newest()));
+        let pid = pids.newest();
+        groups.push(Group::pid(name, pid));
+        watched.push((name, pid));
         // Identity first: the others fetch its JWKS.
         if name == "identity" {
             wait_ready(&mut service, ports[name])?;
@@ -244,8 +247,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let cpu = Cpu::new(groups);
     let gateway = ports["gateway"];
 
-    let shop = Shop::stock(gateway)?;
-    let mut customers = register_customers(gateway, options.customers)?;
+    let mut shop = Shop::stock(gateway).map_err(|e| explain(e, &watched))?;
+    shop.watched.clone_from(&watched);
+    let mut customers =
+        register_customers(gateway, options.customers).map_err(|e| explain(e, &watched))?;
 
     // Commits per bench database, from PostgreSQL's statistics.
     let commits_sql = format!(
@@ -311,7 +316,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             options.customers
         ),
     );
-    run_phase("warmup", WARM_UP_SECONDS, None)?;
+    run_phase("warmup", WARM_UP_SECONDS, None).map_err(|e| explain(e, &watched))?;
     let lookups_before = cache_lookups(ports["catalog"]).ok();
     cmd::step(
         "bench",
@@ -320,7 +325,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             options.seconds, options.customers
         ),
     );
-    let saturated = run_phase("saturated", options.seconds, None)?;
+    let saturated =
+        run_phase("saturated", options.seconds, None).map_err(|e| explain(e, &watched))?;
     let lookups_after = cache_lookups(ports["catalog"]).ok();
     let half = (saturated.confirmed_per_sec / 2.0).max(0.5);
     cmd::step(
@@ -330,7 +336,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             options.seconds
         ),
     );
-    let halved = run_phase("half", options.seconds, Some(half))?;
+    let halved =
+        run_phase("half", options.seconds, Some(half)).map_err(|e| explain(e, &watched))?;
     let statuses = psql_lines(
         orders_db,
         "SELECT status || ' ' || count(*) FROM orders GROUP BY status ORDER BY status",
@@ -626,6 +633,8 @@ fn expect(what: &str, (status, body): (u16, Value), ok: &[u16]) -> Result<Value>
 
 struct Shop {
     products: Vec<String>,
+    /// The services' processes: a stuck order checks whether one died.
+    watched: Vec<(&'static str, Option<u32>)>,
 }
 
 impl Shop {
@@ -696,7 +705,10 @@ impl Shop {
                     .to_owned(),
             );
         }
-        Ok(Self { products })
+        Ok(Self {
+            products,
+            watched: Vec::new(),
+        })
     }
 }
 
@@ -927,6 +939,9 @@ fn one_order(c: &mut Customer, shop: &Shop, key: &str, poll: Duration) -> Result
             &[200],
         )?;
         let status = order["status"].as_str().unwrap_or_default().to_owned();
+        if polls % 20 == 0 && !exited(&shop.watched).is_empty() {
+            bail!("order {id} is stuck at `{status}`");
+        }
         let done = match status.as_str() {
             "confirmed" | "processing" | "shipped" | "delivered" => Some(Some(Instant::now())),
             "cancelled" => Some(None),
@@ -1131,7 +1146,14 @@ impl Phase {
         pair("POST /orders", self.place);
         pair("POST /cart/items", self.add);
         let total: f64 = self.commits.iter().map(|(_, n)| n).sum();
-        let per_order = |n: f64| n / self.confirmed_per_sec.max(1e-9);
+        // NaN (printed as such) when nothing was confirmed.
+        let per_order = |n: f64| {
+            if self.confirmed_per_sec > 0.0 {
+                n / self.confirmed_per_sec
+            } else {
+                f64::NAN
+            }
+        };
         println!(
             "  PostgreSQL commits/s          {total:>8.0}   ({:.1} per confirmed order)",
             per_order(total)
@@ -1142,6 +1164,12 @@ impl Phase {
             .map(|(db, n)| format!("{db} {n:.0} ({:.1})", per_order(*n)))
             .collect();
         println!("    by database (per order):    {}", parts.join(", "));
+        if self.not_confirmed > 0 {
+            println!(
+                "  WARNING: {} orders were never confirmed; these figures do not describe a working shop",
+                self.not_confirmed
+            );
+        }
         println!(
             "  orders placed {}, not confirmed {}, placed again after a late cart clear {}, \
              reads of an order until settled {:.1} on average",
