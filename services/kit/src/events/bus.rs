@@ -189,6 +189,15 @@ impl EventBus {
         }
     }
 
+    /// Publish several events and wait for all their confirms; the
+    /// result says, per event, whether the broker has it.
+    pub async fn publish_all(&self, events: &[Envelope]) -> Vec<Result<(), BusError>> {
+        match self {
+            EventBus::Amqp(b) => b.publish_all(events).await,
+            EventBus::Memory(b) => b.publish_all(events).await,
+        }
+    }
+
     /// Declare the subscription's queue and consume it until `shutdown`.
     pub async fn subscribe(
         &self,

@@ -54,6 +54,14 @@ impl MemoryBus {
         Ok(())
     }
 
+    pub async fn publish_all(&self, events: &[Envelope]) -> Vec<Result<(), BusError>> {
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            results.push(self.publish(event).await);
+        }
+        results
+    }
+
     pub fn subscribe(
         &self,
         sub: Subscription,

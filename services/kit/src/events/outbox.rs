@@ -129,34 +129,45 @@ impl OutboxRelay {
             .await
             .map_err(|e| e.to_string())?;
         let mut sent = Vec::new();
-        let mut failure = None;
+        let mut ids = Vec::new();
+        let mut events = Vec::new();
         for row in &rows {
             let id: String = row.try_get("id").map_err(|e| e.to_string())?;
             let body: String = row.try_get("envelope").map_err(|e| e.to_string())?;
-            let event: Envelope = match serde_json::from_str(&body) {
-                Ok(e) => e,
+            match serde_json::from_str::<Envelope>(&body) {
+                Ok(event) => {
+                    ids.push(id);
+                    events.push(event);
+                }
                 Err(e) => {
                     tracing::error!(%id, error = %e, "outbox row is not an envelope; skipping it");
                     sent.push(id);
-                    continue;
-                }
-            };
-            match self.bus.publish(&event).await {
-                Ok(()) => sent.push(id),
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    break;
                 }
             }
         }
-        let now = now_millis();
-        for id in &sent {
-            sqlx::query("UPDATE outbox_events SET published_at = $1 WHERE id = $2")
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| e.to_string())?;
+        let mut failure = None;
+        for (id, result) in ids.into_iter().zip(self.bus.publish_all(&events).await) {
+            match result {
+                Ok(()) => sent.push(id),
+                // Left unsent for the next batch; consumers do not rely on
+                // the order of events.
+                Err(e) => {
+                    failure.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        if !sent.is_empty() {
+            let placeholders: Vec<String> = (2..sent.len() + 2).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "UPDATE outbox_events SET published_at = $1 WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            // Only numbered placeholders are spliced in; the ids are bound.
+            let mut update = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_millis());
+            for id in &sent {
+                update = update.bind(id);
+            }
+            update.execute(&mut *tx).await.map_err(|e| e.to_string())?;
         }
         tx.commit().await.map_err(|e| e.to_string())?;
         match failure {
