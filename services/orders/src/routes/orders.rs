@@ -15,7 +15,7 @@ use crate::checkout::{self, PlaceOrder};
 use crate::domain::{Money, OrderStatus, ShippingAddress};
 use crate::error::{OrderError, Result};
 use crate::lifecycle::{self, Applied, Change};
-use crate::storage::orders::{self as store, ListFilter, OrderLine, OrderRecord};
+use crate::storage::orders::{self as store, HistoryEntry, ListFilter, OrderLine, OrderRecord};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -52,17 +52,8 @@ pub struct OrderView {
     created_at: String,
 }
 
-async fn view(state: &AppState, o: OrderRecord) -> Result<OrderView> {
-    let history = store::history(state.db.pool(), o.id)
-        .await?
-        .into_iter()
-        .map(|h| HistoryView {
-            status: h.status,
-            at: kit::clock::rfc3339(h.at),
-            reason: h.reason,
-        })
-        .collect();
-    Ok(OrderView {
+fn view(o: OrderRecord, history: Vec<HistoryEntry>) -> OrderView {
+    OrderView {
         id: o.id,
         number: o.number,
         status: o.status,
@@ -73,9 +64,22 @@ async fn view(state: &AppState, o: OrderRecord) -> Result<OrderView> {
         tax: Money::new(o.tax, &o.currency),
         total: Money::new(o.total, &o.currency),
         shipping_address: o.shipping_address,
-        history,
+        history: history
+            .into_iter()
+            .map(|h| HistoryView {
+                status: h.status,
+                at: kit::clock::rfc3339(h.at),
+                reason: h.reason,
+            })
+            .collect(),
         created_at: kit::clock::rfc3339(o.created_at),
-    })
+    }
+}
+
+/// `o` as the API shows it, with its history read afresh.
+async fn load_view(state: &AppState, o: OrderRecord) -> Result<OrderView> {
+    let history = store::history(state.db.pool(), o.id).await?;
+    Ok(view(o, history))
 }
 
 fn bearer(headers: &HeaderMap) -> &str {
@@ -102,7 +106,7 @@ async fn place(
         headers.get("idempotency-key").and_then(|v| v.to_str().ok()),
     )?;
     let (status, order) = checkout::place_order(&state, &user, bearer(&headers), key, req).await?;
-    Ok((status, Json(view(&state, order).await?)))
+    Ok((status, Json(load_view(&state, order).await?)))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -172,10 +176,15 @@ async fn list(
     } else {
         None
     };
-    let mut items = Vec::with_capacity(rows.len());
-    for o in rows {
-        items.push(view(&state, o).await?);
-    }
+    let ids: Vec<Uuid> = rows.iter().map(|o| o.id).collect();
+    let mut histories = store::histories(state.db.pool(), &ids).await?;
+    let items = rows
+        .into_iter()
+        .map(|o| {
+            let history = histories.remove(&o.id).unwrap_or_default();
+            view(o, history)
+        })
+        .collect();
     Ok(Json(OrderPage { items, next_cursor }))
 }
 
@@ -191,11 +200,11 @@ async fn get_one(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<OrderView>> {
-    let order = store::by_id(state.db.pool(), order_id(&id)?)
+    let (order, history) = store::by_id_with_history(state.db.pool(), order_id(&id)?)
         .await?
-        .filter(|o| o.customer_id == user.id || user.has_permission(MANAGE))
+        .filter(|(o, _)| o.customer_id == user.id || user.has_permission(MANAGE))
         .ok_or(OrderError::NotFound)?;
-    Ok(Json(view(&state, order).await?))
+    Ok(Json(view(order, history)))
 }
 
 /// Cancel an order before it ships; a paid order is refunded.
@@ -225,7 +234,7 @@ async fn cancel(
     )
     .await?;
     match outcome {
-        Applied::Changed(order) => Ok(Json(view(&state, *order).await?)),
+        Applied::Changed(order) => Ok(Json(load_view(&state, *order).await?)),
         _ => Err(OrderError::NotFound),
     }
 }
@@ -271,7 +280,7 @@ async fn set_status(
     )
     .await?;
     match outcome {
-        Applied::Changed(order) => Ok(Json(view(&state, *order).await?)),
+        Applied::Changed(order) => Ok(Json(load_view(&state, *order).await?)),
         _ => Err(OrderError::NotFound),
     }
 }

@@ -164,20 +164,6 @@ pub async fn add_history(
     Ok(())
 }
 
-pub async fn by_id<'e>(
-    db: impl Executor<'e, Database = Any>,
-    id: Uuid,
-) -> Result<Option<OrderRecord>, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM orders WHERE id = $1");
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.to_string())
-        .fetch_optional(db)
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
-}
-
 /// Read an order and lock it until the transaction ends, so concurrent
 /// transitions (a consumer, the timeout sweep, a customer) apply one by one.
 pub async fn lock(
@@ -244,6 +230,83 @@ pub async fn set_status(
     add_history(tx, order.id, next, reason, now).await
 }
 
+/// An order with its history, in one round trip: what every poll of an
+/// order costs.
+pub async fn by_id_with_history<'e>(
+    db: impl Executor<'e, Database = Any>,
+    id: Uuid,
+) -> Result<Option<(OrderRecord, Vec<HistoryEntry>)>, sqlx::Error> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("o.{c}")).collect();
+        format!(
+            "SELECT {}, h.status AS h_status, h.reason AS h_reason, h.at AS h_at \
+             FROM orders o LEFT JOIN order_history h ON h.order_id = o.id \
+             WHERE o.id = $1 ORDER BY h.id",
+            columns.join(", ")
+        )
+    });
+    let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(id.to_string())
+        .fetch_all(db)
+        .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let order = from_row(first)?;
+    let mut history = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(status) = row.try_get::<Option<String>, _>("h_status")? {
+            history.push(history_entry(
+                status,
+                row.try_get("h_reason")?,
+                row.try_get("h_at")?,
+            )?);
+        }
+    }
+    Ok(Some((order, history)))
+}
+
+fn history_entry(
+    status: String,
+    reason: Option<String>,
+    at: i64,
+) -> Result<HistoryEntry, sqlx::Error> {
+    Ok(HistoryEntry {
+        status: status
+            .parse()
+            .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+        reason,
+        at,
+    })
+}
+
+/// The histories of several orders in one query, by order id.
+pub async fn histories<'e>(
+    db: impl Executor<'e, Database = Any>,
+    order_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<HistoryEntry>>, sqlx::Error> {
+    let mut by_order: std::collections::HashMap<Uuid, Vec<HistoryEntry>> =
+        std::collections::HashMap::new();
+    if order_ids.is_empty() {
+        return Ok(by_order);
+    }
+    let placeholders: Vec<String> = (1..=order_ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT order_id, status, reason, at FROM order_history WHERE order_id IN ({}) ORDER BY id",
+        placeholders.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in order_ids {
+        q = q.bind(id.to_string());
+    }
+    for r in q.fetch_all(db).await? {
+        let order_id = uuid(r.try_get("order_id")?)?;
+        let entry = history_entry(r.try_get("status")?, r.try_get("reason")?, r.try_get("at")?)?;
+        by_order.entry(order_id).or_default().push(entry);
+    }
+    Ok(by_order)
+}
+
 pub async fn history<'e>(
     db: impl Executor<'e, Database = Any>,
     order_id: Uuid,
@@ -254,16 +317,7 @@ pub async fn history<'e>(
             .fetch_all(db)
             .await?;
     rows.iter()
-        .map(|r| {
-            let status: String = r.try_get("status")?;
-            Ok(HistoryEntry {
-                status: status
-                    .parse()
-                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
-                reason: r.try_get("reason")?,
-                at: r.try_get("at")?,
-            })
-        })
+        .map(|r| history_entry(r.try_get("status")?, r.try_get("reason")?, r.try_get("at")?))
         .collect()
 }
 
