@@ -68,6 +68,27 @@ async fn register_validates_and_rejects_duplicates() {
     let (status, body) = problem(
         shop.post(
             "/api/v1/auth/register",
+            json!({"email": "nope", "password": "short", "name": ""}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 422);
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        ["email", "name", "password"],
+        "every bad field is named at once"
+    );
+
+    let (status, body) = problem(
+        shop.post(
+            "/api/v1/auth/register",
             json!({"email": "ADA@example.com", "password": PASSWORD, "name": "Ada 2"}),
         )
         .await,

@@ -45,7 +45,12 @@ pub async fn register(
         Ok(e) => NewPassword::parse(password, e)
             .map_err(|m| errors.push(kit::FieldError::new("password", m)))
             .ok(),
-        Err(_) => None,
+        Err(_) => {
+            if let Err(m) = NewPassword::check_length(password) {
+                errors.push(kit::FieldError::new("password", m));
+            }
+            None
+        }
     };
     let (Ok(email), Some(password), true) = (email, password, errors.is_empty()) else {
         return Err(IdentityError::Validation(errors));

@@ -13,17 +13,21 @@ pub struct NewPassword(String);
 
 impl NewPassword {
     pub fn parse(raw: &str, email: &Email) -> Result<Self, &'static str> {
-        let chars = raw.chars().count();
-        if chars < 10 {
-            return Err("must be at least 10 characters");
-        }
-        if chars > 256 {
-            return Err("must be at most 256 characters");
-        }
+        Self::check_length(raw)?;
         if raw.trim().eq_ignore_ascii_case(email.as_str()) {
             return Err("must not be the email address");
         }
         Ok(NewPassword(raw.to_string()))
+    }
+
+    /// The rules that do not depend on the email address, for a form
+    /// whose email is invalid too.
+    pub fn check_length(raw: &str) -> Result<(), &'static str> {
+        match raw.chars().count() {
+            n if n < 10 => Err("must be at least 10 characters"),
+            n if n > 256 => Err("must be at most 256 characters"),
+            _ => Ok(()),
+        }
     }
 
     pub fn expose(&self) -> &str {
@@ -111,6 +115,8 @@ mod tests {
     fn policy() {
         let email = Email::parse("ada@example.com").unwrap();
         assert!(NewPassword::parse("short", &email).is_err());
+        assert!(NewPassword::check_length("short").is_err());
+        assert!(NewPassword::check_length("correct horse battery").is_ok());
         assert!(NewPassword::parse("ada@example.com", &email).is_err());
         assert!(NewPassword::parse("correct horse battery", &email).is_ok());
     }
