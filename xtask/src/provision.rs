@@ -557,6 +557,13 @@ fn start_rabbitmq() -> Result<()> {
     cmd::run(
         Command::new(cmd::find("rabbitmq-server").context("rabbitmq-server is not installed")?)
             .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            // Idle Erlang schedulers spin before they sleep; on a machine
+            // whose few cores the tests and services share, that spinning
+            // takes CPU from everyone else.
+            .env(
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+                "+sbwt none +sbwtdcpu none +sbwtdio none",
+            )
             .arg("-detached"),
     )?;
     write_marker(Backend::RabbitMq, "local\n")?;
