@@ -13,6 +13,16 @@ use crate::cmd;
 
 const SECONDS: u32 = 10;
 const CONNECTIONS: u32 = 50;
+const ROUNDS: usize = 3;
+
+/// The middle run: by throughput at saturation, by p99 at a fixed rate.
+fn median(mut runs: Vec<Figures>, rate: Option<f64>) -> Figures {
+    match rate {
+        None => runs.sort_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec)),
+        Some(_) => runs.sort_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms)),
+    }
+    runs.swap_remove(runs.len() / 2)
+}
 
 pub fn run(root: &Path, _args: &[String]) -> Result<()> {
     load::ensure_oha()?;
@@ -110,21 +120,34 @@ pub fn run(root: &Path, _args: &[String]) -> Result<()> {
 
     cmd::step(
         "bench",
-        format!("warm-up, then {SECONDS} s at saturation with {CONNECTIONS} connections"),
+        format!(
+            "warm-up, then {ROUNDS} rounds of {SECONDS} s at saturation with {CONNECTIONS} connections, \
+             direct and through the gateway in turn"
+        ),
     );
     load::run(&direct_url, &auth, 2, CONNECTIONS, None)?;
     load::run(&gateway_url, &auth, 2, CONNECTIONS, None)?;
-    let direct = load::run(&direct_url, &auth, SECONDS, CONNECTIONS, None)?;
-    let through = load::run(&gateway_url, &auth, SECONDS, CONNECTIONS, None)?;
+    // Alternating rounds, each side's median kept: on two shared cores a
+    // single run's figures swing with whatever else the machine does.
+    let rounds = |rate: Option<f64>| -> Result<(Figures, Figures)> {
+        let (mut direct, mut through) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            direct.push(load::run(&direct_url, &auth, SECONDS, CONNECTIONS, rate)?);
+            through.push(load::run(&gateway_url, &auth, SECONDS, CONNECTIONS, rate)?);
+        }
+        Ok((median(direct, rate), median(through, rate)))
+    };
+    let (direct, through) = rounds(None)?;
     // Both paths at one offered rate, half of what the slower one (the
     // gateway's) sustains: the latency it adds, not queueing near its limit.
     let half = direct.requests_per_sec.min(through.requests_per_sec) / 2.0;
     cmd::step(
         "bench",
-        format!("{SECONDS} s each at half of the gateway's saturation ({half:.0} requests/s)"),
+        format!(
+            "{ROUNDS} rounds of {SECONDS} s each at half of the gateway's saturation ({half:.0} requests/s)"
+        ),
     );
-    let direct_half = load::run(&direct_url, &auth, SECONDS, CONNECTIONS, Some(half))?;
-    let through_half = load::run(&gateway_url, &auth, SECONDS, CONNECTIONS, Some(half))?;
+    let (direct_half, through_half) = rounds(Some(half))?;
     drop(gateway);
     drop(identity);
     let _ = std::fs::remove_dir_all(&work);
@@ -139,10 +162,14 @@ pub fn run(root: &Path, _args: &[String]) -> Result<()> {
     println!(
         "gateway benchmark (GET /api/v1/users/me with a bearer token; through the gateway the token is also checked at the edge and the rate limiter is on, limit high)"
     );
-    println!("saturation, {CONNECTIONS} connections, {SECONDS} s:");
+    println!(
+        "saturation, {CONNECTIONS} connections, {SECONDS} s (median of {ROUNDS} alternating rounds):"
+    );
     row("direct to identity", &direct);
     row("through the gateway", &through);
-    println!("at half of the gateway's saturation ({half:.0} req/s offered to both):");
+    println!(
+        "at half of the gateway's saturation ({half:.0} req/s offered to both; median p99 of {ROUNDS} rounds):"
+    );
     row("direct to identity", &direct_half);
     row("through the gateway", &through_half);
     let ratio = through.requests_per_sec / direct.requests_per_sec;
