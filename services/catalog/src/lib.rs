@@ -113,28 +113,9 @@ impl Catalog {
             verifier,
             settings: Arc::new(settings),
         };
-        let mut checks = vec![
-            {
-                let db = db.clone();
-                ReadinessCheck::new("database", move || {
-                    let db = db.clone();
-                    async move { db.ping().await }
-                })
-            },
-            {
-                let bus = bus.clone();
-                ReadinessCheck::new("events", move || {
-                    let bus = bus.clone();
-                    async move { bus.ping().await }
-                })
-            },
-        ];
+        let mut checks = vec![ReadinessCheck::database(&db), ReadinessCheck::events(&bus)];
         if state.cache.is_enabled() {
-            let cache = cache.clone();
-            checks.push(ReadinessCheck::new("cache", move || {
-                let cache = cache.clone();
-                async move { cache.ping().await }
-            }));
+            checks.push(ReadinessCheck::cache(&cache));
         }
         let router = kit::http::with_standard_layers(
             routes::router(state.clone())

@@ -143,27 +143,9 @@ impl Identity {
                 })?;
         }
         let checks = vec![
-            {
-                let db = db.clone();
-                ReadinessCheck::new("database", move || {
-                    let db = db.clone();
-                    async move { db.ping().await }
-                })
-            },
-            {
-                let bus = bus.clone();
-                ReadinessCheck::new("events", move || {
-                    let bus = bus.clone();
-                    async move { bus.ping().await }
-                })
-            },
-            {
-                let cache = cache.clone();
-                ReadinessCheck::new("cache", move || {
-                    let cache = cache.clone();
-                    async move { cache.ping().await }
-                })
-            },
+            ReadinessCheck::database(&db),
+            ReadinessCheck::events(&bus),
+            ReadinessCheck::cache(&cache),
         ];
         let router = kit::http::with_standard_layers(
             routes::router(state.clone())

@@ -35,6 +35,35 @@ impl ReadinessCheck {
     }
 }
 
+impl ReadinessCheck {
+    /// The service's own database answers.
+    pub fn database(db: &crate::db::Database) -> Self {
+        let db = db.clone();
+        Self::new("database", move || {
+            let db = db.clone();
+            async move { db.ping().await }
+        })
+    }
+
+    /// The event bus accepts publishes.
+    pub fn events(bus: &crate::events::EventBus) -> Self {
+        let bus = bus.clone();
+        Self::new("events", move || {
+            let bus = bus.clone();
+            async move { bus.ping().await }
+        })
+    }
+
+    /// The cache answers.
+    pub fn cache(cache: &crate::cache::Cache) -> Self {
+        let cache = cache.clone();
+        Self::new("cache", move || {
+            let cache = cache.clone();
+            async move { cache.ping().await }
+        })
+    }
+}
+
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The process-wide Prometheus recorder, installed on first use.

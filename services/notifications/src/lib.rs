@@ -149,22 +149,7 @@ impl Notifications {
             sender_wake: Arc::new(Notify::new()),
             stats: Arc::default(),
         };
-        let mut checks = vec![
-            {
-                let db = db.clone();
-                ReadinessCheck::new("database", move || {
-                    let db = db.clone();
-                    async move { db.ping().await }
-                })
-            },
-            {
-                let bus = bus.clone();
-                ReadinessCheck::new("events", move || {
-                    let bus = bus.clone();
-                    async move { bus.ping().await }
-                })
-            },
-        ];
+        let mut checks = vec![ReadinessCheck::database(&db), ReadinessCheck::events(&bus)];
         if let Some(mailer) = &state.mailer {
             let mailer = mailer.clone();
             checks.push(ReadinessCheck::new("smtp", move || {

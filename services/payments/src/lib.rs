@@ -168,22 +168,7 @@ impl Payments {
             verifier,
             settings: Arc::new(settings),
         };
-        let checks = vec![
-            {
-                let db = db.clone();
-                ReadinessCheck::new("database", move || {
-                    let db = db.clone();
-                    async move { db.ping().await }
-                })
-            },
-            {
-                let bus = bus.clone();
-                ReadinessCheck::new("events", move || {
-                    let bus = bus.clone();
-                    async move { bus.ping().await }
-                })
-            },
-        ];
+        let checks = vec![ReadinessCheck::database(&db), ReadinessCheck::events(&bus)];
         let router = kit::http::with_standard_layers(
             routes::router(state.clone())
                 .merge(kit::health::router(checks))
