@@ -229,16 +229,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             .collect()
     };
     for q in SEARCHES {
-        let (status, body) = http(
-            uncached_gw,
-            "GET",
-            &format!("/api/v1/products?{q}"),
-            &[],
-            None,
-        )?;
-        if status != 200 {
-            bail!("search `{q}` answered {status}: {body}");
-        }
+        search_once(uncached_gw, q)?;
     }
     let files = [
         ("id-on", by_id(cached_gw)),
@@ -307,16 +298,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         let mut times = Vec::new();
         for _ in 0..5 {
             let started = Instant::now();
-            let (status, _) = http(
-                uncached_gw,
-                "GET",
-                &format!("/api/v1/products?{q}"),
-                &[],
-                None,
-            )?;
-            if status != 200 {
-                bail!("search `{q}` answered {status}");
-            }
+            search_once(uncached_gw, q)?;
             times.push(started.elapsed().as_secs_f64() * 1000.0);
         }
         times.sort_by(f64::total_cmp);
@@ -399,6 +381,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 }
 
 /// Hits and misses the catalog has counted, from its /metrics.
+/// One listing through the gateway on `port`, which must succeed.
+fn search_once(port: u16, query: &str) -> Result<()> {
+    let (status, body) = http(port, "GET", &format!("/api/v1/products?{query}"), &[], None)?;
+    if status != 200 {
+        bail!("search `{query}` answered {status}: {body}");
+    }
+    Ok(())
+}
+
 pub(super) fn cache_lookups(port: u16) -> Result<(f64, f64)> {
     let (status, body) = http(port, "GET", "/metrics", &[], None)?;
     if status != 200 {
