@@ -426,6 +426,7 @@ pub async fn seed_bulk(state: &AppState, n: usize) -> Result<usize> {
         }
         tx.commit().await?;
     }
+    storage::products::compact_facet_counts(state.db.pool(), state.db.backend()).await?;
     // Fresh statistics, so the planner knows the table is no longer tiny
     // (and, on PostgreSQL, a visibility map, so counts can read indexes only).
     let refresh = match state.db.backend() {

@@ -25,6 +25,10 @@ use kit::events::{EventBus, Outbox, OutboxRelay};
 use kit::health::ReadinessCheck;
 use tokio_util::sync::CancellationToken;
 
+/// How often the facet count rows appended by product writes are folded
+/// together (PostgreSQL); between times a listing sums a few more rows.
+const FACET_COMPACTION_INTERVAL: Duration = Duration::from_secs(30);
+
 pub use cache::{CacheMode, CatalogCache};
 pub use config::CatalogConfig;
 
@@ -142,6 +146,11 @@ impl Catalog {
             self.bus.clone(),
             self.state.outbox.clone(),
         );
+        handles.push(tokio::spawn(products::compact_facet_counts_every(
+            self.state.db.clone(),
+            FACET_COMPACTION_INTERVAL,
+            shutdown.clone(),
+        )));
         handles.push(tokio::spawn(relay.run(shutdown)));
         Ok(handles)
     }

@@ -160,3 +160,24 @@ pub async fn batch(state: &AppState, ids: &[Uuid]) -> Result<Vec<ProductRecord>>
 pub async fn search(state: &AppState, query: &ProductQuery) -> Result<SearchPage> {
     Ok(products::search(state.db.pool(), state.db.backend(), query).await?)
 }
+
+/// Fold the facet count rows that product writes append, every `every`
+/// until `shutdown`; a failure is logged and tried again next time, as
+/// uncompacted counts are still right, only slower to sum.
+pub async fn compact_facet_counts_every(
+    db: kit::db::Database,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(e) = products::compact_facet_counts(db.pool(), db.backend()).await {
+            tracing::warn!(error = %e, "compacting facet counts failed; trying again later");
+        }
+    }
+}

@@ -427,15 +427,7 @@ fn fts5_query(terms: &[String]) -> String {
 /// query, where `head` writes the select list (and anything that wraps
 /// it); callers add grouping, order and limits.
 fn filtered(q: &ProductQuery, backend: Backend, head: impl FnOnce(&mut Sql)) -> Sql {
-    let mut sql = Sql::default();
-    if let Some(category) = &q.category {
-        // The category (by id or slug) and all below it.
-        sql.push("WITH RECURSIVE subtree (id) AS (SELECT id FROM categories WHERE id = ")
-            .bind(category.as_str())
-            .push(" OR slug = ")
-            .bind(category.as_str())
-            .push(" UNION SELECT c.id FROM categories c JOIN subtree s ON c.parent_id = s.id) ");
-    }
+    let mut sql = with_subtree(q);
     head(&mut sql);
     sql.push(" FROM products p");
     let text = !q.terms.is_empty();
@@ -469,6 +461,20 @@ fn filtered(q: &ProductQuery, backend: Backend, head: impl FnOnce(&mut Sql)) -> 
     if let Some(r) = q.min_rating {
         sql.push(" AND p.rating_count > 0 AND p.rating_sum >= p.rating_count * ")
             .bind(r);
+    }
+    sql
+}
+
+/// `WITH RECURSIVE subtree` when the query names a category: the category
+/// (by id or slug) and all below it.
+fn with_subtree(q: &ProductQuery) -> Sql {
+    let mut sql = Sql::default();
+    if let Some(category) = &q.category {
+        sql.push("WITH RECURSIVE subtree (id) AS (SELECT id FROM categories WHERE id = ")
+            .bind(category.as_str())
+            .push(" OR slug = ")
+            .bind(category.as_str())
+            .push(" UNION SELECT c.id FROM categories c JOIN subtree s ON c.parent_id = s.id) ");
     }
     sql
 }
@@ -547,6 +553,94 @@ fn facets_sql(q: &ProductQuery, backend: Backend) -> Sql {
     sql
 }
 
+/// What the kept facet counts can answer: a query without text whose price
+/// filter takes whole bands and whose rating filter whole stars. Returns
+/// the first and last band and the lowest whole-star rating.
+fn counted_facets(q: &ProductQuery) -> Option<(usize, usize, Option<i64>)> {
+    if !q.terms.is_empty() {
+        return None;
+    }
+    let first = match q.min_price {
+        None => 0,
+        Some(lo) => PRICE_BANDS.iter().position(|b| *b == lo)?,
+    };
+    let last = match q.max_price {
+        None => PRICE_BANDS.len() - 1,
+        // An inclusive bound one below the next band's start.
+        Some(hi) => {
+            let next = hi.checked_add(1)?;
+            PRICE_BANDS
+                .iter()
+                .position(|b| *b == next)?
+                .checked_sub(1)?
+        }
+    };
+    let stars = match q.min_rating {
+        None => None,
+        Some(r) if r.fract() == 0.0 => Some(r as i64),
+        Some(_) => return None,
+    };
+    (first <= last).then_some((first, last, stars))
+}
+
+/// The same rows as [`facets_sql`], from the counts the triggers keep in
+/// `product_facet_counts` (see migration 0003) instead of from every
+/// matching product.
+fn counted_facets_sql(q: &ProductQuery, first: usize, last: usize, stars: Option<i64>) -> Sql {
+    let mut sql = with_subtree(q);
+    sql.push("SELECT c.id AS id, c.name AS name, c.slug AS slug, f.n AS n");
+    for column in BAND_COLUMNS {
+        sql.push(", f.").push(column).push(" AS ").push(column);
+    }
+    sql.push(" FROM (SELECT category_id, CAST(SUM(products) AS BIGINT) AS n");
+    for (band, column) in BAND_COLUMNS.iter().enumerate() {
+        sql.push(", CAST(SUM(CASE WHEN price_band = ")
+            .bind(band as i64)
+            .push(" THEN products ELSE 0 END) AS BIGINT) AS ")
+            .push(column);
+    }
+    sql.push(" FROM product_facet_counts WHERE price_band BETWEEN ")
+        .bind(first as i64)
+        .push(" AND ")
+        .bind(last as i64);
+    if q.in_stock {
+        sql.push(" AND in_stock = TRUE");
+    }
+    if let Some(stars) = stars {
+        sql.push(" AND rating_floor >= ").bind(stars);
+    }
+    if q.category.is_some() {
+        sql.push(" AND category_id IN (SELECT id FROM subtree)");
+    }
+    sql.push(
+        " GROUP BY category_id HAVING SUM(products) > 0) f \
+         JOIN categories c ON c.id = f.category_id ORDER BY f.n DESC, c.name ASC",
+    );
+    sql
+}
+
+/// Fold the appended +n/-n facet count rows into one row per key (a
+/// PostgreSQL chore; SQLite updates its counts in place). One statement,
+/// so readers see the counts before or after, never half-way; rows written
+/// meanwhile are left for the next time.
+pub async fn compact_facet_counts(
+    pool: &sqlx::AnyPool,
+    backend: Backend,
+) -> Result<u64, sqlx::Error> {
+    if backend != Backend::Postgres {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "WITH gone AS (DELETE FROM product_facet_counts RETURNING *) \
+         INSERT INTO product_facet_counts \
+         SELECT category_id, price_band, in_stock, rating_floor, SUM(products)::BIGINT \
+         FROM gone GROUP BY 1, 2, 3, 4 HAVING SUM(products) <> 0",
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// One page of a listing, with its total and facets.
 pub async fn search(
     pool: &sqlx::AnyPool,
@@ -554,7 +648,10 @@ pub async fn search(
     q: &ProductQuery,
 ) -> Result<SearchPage, sqlx::Error> {
     let items = items_sql(q, backend);
-    let facets = facets_sql(q, backend);
+    let facets = match counted_facets(q) {
+        Some((first, last, stars)) => counted_facets_sql(q, first, last, stars),
+        None => facets_sql(q, backend),
+    };
     let (rows, facets) = futures::try_join!(
         items.query().fetch_all(pool),
         facets.query().fetch_all(pool),
@@ -626,6 +723,41 @@ mod tests {
     fn one_column_per_price_band() {
         assert_eq!(BAND_COLUMNS.len(), PRICE_BANDS.len());
         assert!(PRICE_BANDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn kept_facet_counts_answer_only_whole_bands_and_stars_without_text() {
+        let counted = |p: ListParams| counted_facets(&query(p));
+        assert_eq!(counted(ListParams::default()), Some((0, 6, None)));
+        let whole = ListParams {
+            min_price: Some(1_000),
+            max_price: Some(24_999),
+            min_rating: Some(4.0),
+            in_stock: Some(true),
+            category: Some("audio".into()),
+            ..Default::default()
+        };
+        assert_eq!(counted(whole.clone()), Some((1, 4, Some(4))));
+        for cut in [
+            ListParams {
+                min_price: Some(1_001),
+                ..whole.clone()
+            },
+            ListParams {
+                max_price: Some(25_000),
+                ..whole.clone()
+            },
+            ListParams {
+                min_rating: Some(3.5),
+                ..whole.clone()
+            },
+            ListParams {
+                q: Some("lamp".into()),
+                ..whole.clone()
+            },
+        ] {
+            assert_eq!(counted(cut), None);
+        }
     }
 
     #[test]
