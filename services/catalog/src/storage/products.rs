@@ -487,42 +487,87 @@ fn with_subtree(q: &ProductQuery) -> Sql {
 fn items_sql(q: &ProductQuery, backend: Backend) -> Sql {
     let mut sql = filtered(q, backend, |s| {
         s.push("SELECT ").push(COLUMNS);
+        if backend == Backend::Postgres && !q.terms.is_empty() {
+            s.push(", ts_rank(p.search, tsq) AS rank");
+        }
     });
-    if let Some(c) = &q.cursor {
-        let (column, after) = match q.sort {
-            Sort::PriceAsc => ("p.price_amount", " > "),
-            Sort::PriceDesc => ("p.price_amount", " < "),
-            Sort::Rating => ("p.rating_avg_x100", " < "),
-            Sort::Newest | Sort::Relevance => ("p.created_at", " < "),
-        };
-        sql.push(" AND (")
-            .push(column)
-            .push(", p.id)")
-            .push(after)
-            .push("(")
-            .bind(c.key)
-            .push(", ")
-            .bind(c.id)
-            .push(")");
-    }
+    after_cursor(q, &mut sql, |s, column| {
+        s.push(column);
+    });
     sql.push(" ORDER BY ");
-    match q.sort {
+    order_by(q, backend, &mut sql, |s, column| {
+        s.push(column);
+    });
+    page_bounds(q, &mut sql);
+    sql
+}
+
+/// The column a sort orders by (for relevance, the text rank).
+fn sort_column(sort: Sort) -> &'static str {
+    match sort {
+        Sort::PriceAsc | Sort::PriceDesc => "p.price_amount",
+        Sort::Rating => "p.rating_avg_x100",
+        Sort::Newest | Sort::Relevance => "p.created_at",
+    }
+}
+
+/// ` AND (key, id) > (cursor)` for a keyset page; `column` writes a column
+/// as the statement names it.
+fn after_cursor(q: &ProductQuery, sql: &mut Sql, column: impl Fn(&mut Sql, &'static str)) {
+    let Some(c) = &q.cursor else { return };
+    let after = match q.sort {
+        Sort::PriceAsc => " > ",
+        Sort::PriceDesc | Sort::Rating | Sort::Newest | Sort::Relevance => " < ",
+    };
+    sql.push(" AND (");
+    column(sql, sort_column(q.sort));
+    sql.push(", ");
+    column(sql, "p.id");
+    sql.push(")")
+        .push(after)
+        .push("(")
+        .bind(c.key)
+        .push(", ")
+        .bind(c.id)
+        .push(")");
+}
+
+/// The listing order, ties broken by id; `column` as in [`after_cursor`]
+/// (the PostgreSQL text rank is the column `rank`).
+fn order_by(
+    q: &ProductQuery,
+    backend: Backend,
+    sql: &mut Sql,
+    column: impl Fn(&mut Sql, &'static str),
+) {
+    let (key, direction, id) = match q.sort {
         Sort::Relevance if !q.terms.is_empty() => match backend {
-            Backend::Postgres => sql.push("ts_rank(p.search, tsq) DESC, p.id ASC"),
+            Backend::Postgres => ("rank", " DESC, ", " ASC"),
             // bm25 is better when lower; weights follow the columns
             // (name, sku, description).
-            Backend::Sqlite => sql.push("bm25(products_fts, 10.0, 4.0, 1.0) ASC, p.id ASC"),
+            Backend::Sqlite => {
+                sql.push("bm25(products_fts, 10.0, 4.0, 1.0) ASC, ");
+                column(sql, "p.id");
+                sql.push(" ASC");
+                return;
+            }
         },
-        Sort::PriceAsc => sql.push("p.price_amount ASC, p.id ASC"),
-        Sort::PriceDesc => sql.push("p.price_amount DESC, p.id DESC"),
-        Sort::Rating => sql.push("p.rating_avg_x100 DESC, p.id DESC"),
-        Sort::Newest | Sort::Relevance => sql.push("p.created_at DESC, p.id DESC"),
+        Sort::PriceAsc => (sort_column(q.sort), " ASC, ", " ASC"),
+        _ => (sort_column(q.sort), " DESC, ", " DESC"),
     };
+    column(sql, key);
+    sql.push(direction);
+    column(sql, "p.id");
+    sql.push(id);
+}
+
+/// One more row than a page (to tell whether more follow), and the offset
+/// of a numbered page.
+fn page_bounds(q: &ProductQuery, sql: &mut Sql) {
     sql.push(" LIMIT ").bind(i64::from(q.page_size) + 1);
     if q.cursor.is_none() && q.offset() > 0 {
         sql.push(" OFFSET ").bind(q.offset());
     }
-    sql
 }
 
 /// Column names of the price band counts, one per entry of `PRICE_BANDS`.
@@ -643,21 +688,105 @@ pub async fn compact_facet_counts(
     Ok(done.rows_affected())
 }
 
+/// A PostgreSQL text search in one statement: the matches are found (and
+/// ranked) once, then both the page and the facets are read from them,
+/// where two statements would each fetch every match from the heap. Rows
+/// with `part` 0 are the page in order, rows with `part` 1 the facets
+/// (columns `cat_*`, `n`, `band_*`), in order.
+fn text_search_sql(q: &ProductQuery) -> Sql {
+    // A CTE's columns are named bare.
+    let bare = |s: &mut Sql, column: &'static str| {
+        s.push(column.strip_prefix("p.").unwrap_or(column));
+    };
+    let mut sql = filtered(q, Backend::Postgres, |s| {
+        s.push(if q.category.is_some() { ", " } else { "WITH " })
+            .push(
+                "matches AS MATERIALIZED (SELECT p.id AS id, p.category_id AS category_id, \
+                   p.price_amount AS price_amount",
+            );
+        match q.sort {
+            Sort::Relevance => {
+                s.push(", ts_rank(p.search, tsq) AS rank");
+            }
+            Sort::PriceAsc | Sort::PriceDesc => {}
+            Sort::Rating | Sort::Newest => {
+                s.push(", ").push(sort_column(q.sort));
+            }
+        }
+    });
+    sql.push("), top AS (SELECT id, ");
+    match q.sort {
+        Sort::Relevance => sql.push("rank"),
+        other => sql.push(sort_column(other).strip_prefix("p.").unwrap_or_default()),
+    };
+    sql.push(" AS sort_key FROM matches WHERE TRUE");
+    after_cursor(q, &mut sql, bare);
+    sql.push(" ORDER BY ");
+    order_by(q, Backend::Postgres, &mut sql, bare);
+    page_bounds(q, &mut sql);
+    sql.push("), page AS (SELECT id, ROW_NUMBER() OVER (ORDER BY ");
+    order_by(q, Backend::Postgres, &mut sql, |s, column| {
+        s.push(match column {
+            "p.id" => "id",
+            _ => "sort_key",
+        });
+    });
+    sql.push(") AS ord FROM top), counted AS (SELECT category_id, COUNT(*) AS n");
+    for (i, (lo, column)) in PRICE_BANDS.iter().zip(BAND_COLUMNS).enumerate() {
+        sql.push(", COUNT(CASE WHEN price_amount >= ").bind(*lo);
+        if let Some(hi) = PRICE_BANDS.get(i + 1) {
+            sql.push(" AND price_amount < ").bind(*hi);
+        }
+        sql.push(" THEN 1 END) AS ").push(column);
+    }
+    sql.push(" FROM matches GROUP BY category_id) SELECT 0 AS part, page.ord AS ord, ")
+        .push(COLUMNS)
+        .push(", NULL::text AS cat_id, NULL::text AS cat_name, NULL::text AS cat_slug, NULL::bigint AS n");
+    for column in BAND_COLUMNS {
+        sql.push(", NULL::bigint AS ").push(column);
+    }
+    sql.push(
+        " FROM page JOIN products p ON p.id = page.id UNION ALL \
+         SELECT 1, ROW_NUMBER() OVER (ORDER BY f.n DESC, c.name ASC), \
+         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+         c.id, c.name, c.slug, f.n",
+    );
+    for column in BAND_COLUMNS {
+        sql.push(", f.").push(column);
+    }
+    sql.push(" FROM counted f JOIN categories c ON c.id = f.category_id ORDER BY part, ord");
+    sql
+}
+
 /// One page of a listing, with its total and facets.
 pub async fn search(
     pool: &sqlx::AnyPool,
     backend: Backend,
     q: &ProductQuery,
 ) -> Result<SearchPage, sqlx::Error> {
-    let items = items_sql(q, backend);
-    let facets = match counted_facets(q) {
-        Some((first, last, stars)) => counted_facets_sql(q, first, last, stars),
-        None => facets_sql(q, backend),
+    let (rows, facets, names) = if backend == Backend::Postgres && !q.terms.is_empty() {
+        let rows = text_search_sql(q).query().fetch_all(pool).await?;
+        let (facets, items): (Vec<_>, Vec<_>) = rows
+            .into_iter()
+            .map(|row| Ok::<_, sqlx::Error>((row.try_get::<i32, _>("part")? == 1, row)))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .partition(|(facet, _)| *facet);
+        let rows = items.into_iter().map(|(_, row)| row).collect::<Vec<_>>();
+        let facets = facets.into_iter().map(|(_, row)| row).collect::<Vec<_>>();
+        (rows, facets, ["cat_id", "cat_name", "cat_slug"])
+    } else {
+        let items = items_sql(q, backend);
+        let facets = match counted_facets(q) {
+            Some((first, last, stars)) => counted_facets_sql(q, first, last, stars),
+            None => facets_sql(q, backend),
+        };
+        let (rows, facets) = futures::try_join!(
+            items.query().fetch_all(pool),
+            facets.query().fetch_all(pool),
+        )?;
+        (rows, facets, ["id", "name", "slug"])
     };
-    let (rows, facets) = futures::try_join!(
-        items.query().fetch_all(pool),
-        facets.query().fetch_all(pool),
-    )?;
     let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
     let more = items.len() > q.page_size as usize;
     items.truncate(q.page_size as usize);
@@ -673,6 +802,7 @@ pub async fn search(
             count: 0,
         })
         .collect();
+    let [id, name, slug] = names;
     let mut categories = Vec::with_capacity(facets.len());
     for row in &facets {
         let count: i64 = row.try_get("n")?;
@@ -681,9 +811,9 @@ pub async fn search(
             band.count += row.try_get::<i64, _>(*column)?;
         }
         categories.push(CategoryCount {
-            id: uuid(row.try_get("id")?)?,
-            name: row.try_get("name")?,
-            slug: row.try_get("slug")?,
+            id: uuid(row.try_get(id)?)?,
+            name: row.try_get(name)?,
+            slug: row.try_get(slug)?,
             count,
         });
     }
@@ -714,7 +844,11 @@ mod tests {
             ..Default::default()
         });
         for backend in [Backend::Postgres, Backend::Sqlite] {
-            for sql in [items_sql(&q, backend), facets_sql(&q, backend)] {
+            for sql in [
+                items_sql(&q, backend),
+                facets_sql(&q, backend),
+                text_search_sql(&q),
+            ] {
                 assert!(!sql.text().contains("DROP"), "{}", sql.text());
                 assert!(!sql.text().contains("1=1"), "{}", sql.text());
             }
@@ -759,6 +893,26 @@ mod tests {
             },
         ] {
             assert_eq!(counted(cut), None);
+        }
+    }
+
+    #[test]
+    fn a_text_search_finds_its_matches_once() {
+        for sort in [Sort::Relevance, Sort::PriceAsc, Sort::Newest, Sort::Rating] {
+            let q = query(ListParams {
+                q: Some("wire".into()),
+                category: Some("audio".into()),
+                sort: Some(sort),
+                page: Some(2),
+                ..Default::default()
+            });
+            let sql = text_search_sql(&q);
+            let text = sql.text();
+            assert!(text.starts_with("WITH RECURSIVE subtree"), "{text}");
+            assert_eq!(text.matches("@@ tsq").count(), 1, "{text}");
+            assert_eq!(text.matches("to_tsquery").count(), 1, "{text}");
+            assert!(text.contains(" OFFSET "), "{text}");
+            assert_eq!(text.contains("ts_rank"), sort == Sort::Relevance, "{text}");
         }
     }
 
