@@ -575,6 +575,20 @@ const BAND_COLUMNS: &[&str] = &[
     "band_0", "band_1", "band_2", "band_3", "band_4", "band_5", "band_6",
 ];
 
+/// `, COUNT(…) AS band_i` for every price band, over `price`.
+fn count_bands(sql: &mut Sql, price: &'static str) {
+    for (i, (lo, column)) in PRICE_BANDS.iter().zip(BAND_COLUMNS).enumerate() {
+        sql.push(", COUNT(CASE WHEN ")
+            .push(price)
+            .push(" >= ")
+            .bind(*lo);
+        if let Some(hi) = PRICE_BANDS.get(i + 1) {
+            sql.push(" AND ").push(price).push(" < ").bind(*hi);
+        }
+        sql.push(" THEN 1 END) AS ").push(column);
+    }
+}
+
 /// Facets in one pass: per category, the matching products and how many
 /// fall in each price band (summed over categories for the price facet
 /// and the total). Aggregates first and names the few categories after.
@@ -585,13 +599,7 @@ fn facets_sql(q: &ProductQuery, backend: Backend) -> Sql {
             s.push(", f.").push(column).push(" AS ").push(column);
         }
         s.push(" FROM (SELECT p.category_id AS category_id, COUNT(*) AS n");
-        for (i, (lo, column)) in PRICE_BANDS.iter().zip(BAND_COLUMNS).enumerate() {
-            s.push(", COUNT(CASE WHEN p.price_amount >= ").bind(*lo);
-            if let Some(hi) = PRICE_BANDS.get(i + 1) {
-                s.push(" AND p.price_amount < ").bind(*hi);
-            }
-            s.push(" THEN 1 END) AS ").push(column);
-        }
+        count_bands(s, "p.price_amount");
     });
     sql.push(
         " GROUP BY p.category_id) f JOIN categories c ON c.id = f.category_id \
@@ -732,13 +740,7 @@ fn text_search_sql(q: &ProductQuery) -> Sql {
         });
     });
     sql.push(") AS ord FROM top), counted AS (SELECT category_id, COUNT(*) AS n");
-    for (i, (lo, column)) in PRICE_BANDS.iter().zip(BAND_COLUMNS).enumerate() {
-        sql.push(", COUNT(CASE WHEN price_amount >= ").bind(*lo);
-        if let Some(hi) = PRICE_BANDS.get(i + 1) {
-            sql.push(" AND price_amount < ").bind(*hi);
-        }
-        sql.push(" THEN 1 END) AS ").push(column);
-    }
+    count_bands(&mut sql, "price_amount");
     sql.push(" FROM matches GROUP BY category_id) SELECT 0 AS part, page.ord AS ord, ")
         .push(COLUMNS)
         .push(", NULL::text AS cat_id, NULL::text AS cat_name, NULL::text AS cat_slug, NULL::bigint AS n");
