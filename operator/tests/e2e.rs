@@ -434,7 +434,20 @@ async fn deleted_and_edited_children_are_restored_and_a_noop_writes_nothing() {
             let d = deployments.get("demo-catalog").await.ok()?;
             let spec = d.spec?;
             let image = spec.template.spec?.containers[0].image.clone()?;
-            (spec.replicas == Some(2) && image == "ghcr.io/emporium/emporium:0.1.0").then_some(())
+            // And the rollout back has finished: while the pods of the
+            // edited template wind down, the ready count (which the
+            // statuses report) still moves, and that is a real change.
+            let status = d.status?;
+            let settled = status.observed_generation >= d.metadata.generation
+                && [
+                    status.replicas,
+                    status.updated_replicas,
+                    status.ready_replicas,
+                ]
+                .iter()
+                .all(|n| *n == Some(2));
+            (spec.replicas == Some(2) && image == "ghcr.io/emporium/emporium:0.1.0" && settled)
+                .then_some(())
         }
     })
     .await;
