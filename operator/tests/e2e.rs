@@ -472,10 +472,41 @@ async fn deleted_and_edited_children_are_restored_and_a_noop_writes_nothing() {
         }
     })
     .await;
+    // An autoscaled Deployment starts at one pod and its HPA raises it to
+    // the minimum on its own schedule; that rightly changes the statuses.
+    let autoscalers: Api<HorizontalPodAutoscaler> = shop.api();
+    eventually("autoscaled deployments at their minimum", CONVERGE, || {
+        let (autoscalers, deployments) = (autoscalers.clone(), deployments.clone());
+        async move {
+            for hpa in autoscalers.list(&ListParams::default()).await.ok()? {
+                let spec = hpa.spec?;
+                let d = deployments.get(&spec.scale_target_ref.name).await.ok()?;
+                let replicas = d.spec?.replicas?;
+                let ready = d.status?.ready_replicas.unwrap_or(0);
+                if replicas < spec.min_replicas.unwrap_or(1) || ready != replicas {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
     let writes = operator
         .settled_writes(Duration::from_secs(5), CONVERGE)
         .await;
     let reconciles = operator.counter("emporium_operator_reconciles_total");
+    // The statuses, to name what changed should the assertion fail.
+    let statuses = || {
+        kubectl_ok(&[
+            "get",
+            "stores,servicedeployments",
+            "-n",
+            &shop.ns.name,
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status}{\"\\n\"}{end}",
+        ])
+    };
+    let statuses_before = statuses();
     let poke = json!({"metadata": {"annotations": {"e2e.emporium.dev/poke": "1"}}});
     stores
         .patch("demo", &PatchParams::default(), &Patch::Merge(&poke))
@@ -495,10 +526,23 @@ async fn deleted_and_edited_children_are_restored_and_a_noop_writes_nothing() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let statuses_after = statuses();
+    let changed: Vec<String> = statuses_after
+        .lines()
+        .filter(|l| !statuses_before.lines().any(|b| b == *l))
+        .map(|l| {
+            let name = l.split(' ').next().unwrap_or_default();
+            let was = statuses_before
+                .lines()
+                .find(|b| b.split(' ').next() == Some(name));
+            format!("{l}\n  was: {}", was.unwrap_or("(none)"))
+        })
+        .collect();
     assert_eq!(
         operator.writes(),
         writes,
-        "a reconcile with nothing to change wrote"
+        "a reconcile with nothing to change wrote; statuses changed:\n{}",
+        changed.join("\n")
     );
     delete_volumes(&shop.client, &shop.ns.name).await;
 }
