@@ -1,6 +1,7 @@
 //! The catalog service on each backend set: products, categories, search,
 //! reviews, events and the response cache. Identity runs beside it (for
-//! real tokens); the catalog is called directly.
+//! real tokens); the catalog is called directly, and through the gateway
+//! where the gateway's kept copies are under test.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ async fn start(b: &Backends) -> Catalog {
 }
 
 async fn start_with(b: &Backends, settings: catalog::Settings, cache: Option<Cache>) -> Catalog {
+    // The port first: the gateway routes to the catalog from the start.
+    let (listener, url) = listen().await;
     let shop = Shop::start(
         b,
         ShopOptions {
@@ -50,6 +53,7 @@ async fn start_with(b: &Backends, settings: catalog::Settings, cache: Option<Cac
                 admin: Some((ADMIN.into(), PASSWORD.into())),
                 ..Default::default()
             },
+            extra_upstreams: [("catalog".to_string(), url.clone())].into(),
             ..Default::default()
         },
     )
@@ -79,7 +83,6 @@ async fn start_with(b: &Backends, settings: catalog::Settings, cache: Option<Cac
         .spawn_workers(stop.clone())
         .await
         .expect("catalog workers");
-    let (listener, url) = listen().await;
     let state = service.state.clone();
     tokio::spawn(kit::http::serve(listener, service.router, stop.clone()));
     let (admin, _) = shop.login(ADMIN, PASSWORD).await;
@@ -99,6 +102,8 @@ async fn start_with(b: &Backends, settings: catalog::Settings, cache: Option<Cac
 struct Reply {
     status: u16,
     cache: Option<String>,
+    /// What the catalog tells the gateway (must never reach a client).
+    edge: Option<String>,
     content_type: String,
     body: Value,
 }
@@ -135,7 +140,18 @@ impl Catalog {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
-        let mut req = self.http.request(method, self.url.join(path).unwrap());
+        self.send_to(&self.url, method, path, token, body).await
+    }
+
+    async fn send_to(
+        &self,
+        base: &url::Url,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self.http.request(method, base.join(path).unwrap());
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -150,6 +166,7 @@ impl Catalog {
                 .map(|v| v.to_str().unwrap().to_string())
         };
         let cache = header("x-cache");
+        let edge = header("x-emporium-edge-cache");
         let content_type = header("content-type").unwrap_or_default();
         let bytes = res.bytes().await.unwrap();
         let body = if bytes.is_empty() {
@@ -161,6 +178,7 @@ impl Catalog {
         Reply {
             status,
             cache,
+            edge,
             content_type,
             body,
         }
@@ -168,6 +186,12 @@ impl Catalog {
 
     async fn get(&self, path: &str) -> Reply {
         self.send(reqwest::Method::GET, path, None, None).await
+    }
+
+    /// A read through the shop's gateway.
+    async fn get_via_gateway(&self, path: &str) -> Reply {
+        self.send_to(&self.shop.gateway, reqwest::Method::GET, path, None, None)
+            .await
     }
 
     async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
@@ -1182,6 +1206,86 @@ async fn an_update_is_never_followed_by_a_stale_read() {
     c.category("Lenses", "lenses", Some(&cat)).await;
     let tree = c.get("/api/v1/categories").await.ok(200);
     assert_eq!(tree[0]["children"][0]["slug"], "lenses");
+}
+
+#[tokio::test]
+async fn the_gateway_serves_its_copies_only_while_the_catalogue_is_unchanged() {
+    let b = Backends::new();
+    let c = start(&b).await;
+    let cat = c.category("Clocks", "clocks", None).await;
+    let clock = c.product(product("K-1", "Wall Clock", 4_500, &cat)).await;
+    let id = clock["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/products/{id}");
+    let search = "/api/v1/products?q=clock".to_string();
+    let reads = [path.clone(), search.clone(), "/api/v1/categories".into()];
+    let price = |read: &str, body: &Value| {
+        if read == path {
+            body["price"]["amount"].clone()
+        } else {
+            body["items"][0]["price"]["amount"].clone()
+        }
+    };
+
+    // The catalog vouches for its public reads; the gateway keeps them and
+    // never lets the catalog's word reach the client.
+    assert!(c.get(&path).await.edge.is_some(), "the catalog vouches");
+    for read in &reads {
+        let first = c.get_via_gateway(read).await;
+        assert_eq!(first.edge, None, "{read}");
+        first.ok(200);
+        let again = c.get_via_gateway(read).await;
+        assert_eq!(again.cache.as_deref(), Some("hit"), "{read}");
+        assert_eq!(again.edge, None, "{read}");
+    }
+
+    // An update through the gateway is never followed by a kept copy.
+    c.send_to(
+        &c.shop.gateway,
+        reqwest::Method::PUT,
+        &path,
+        Some(&c.admin),
+        Some(product("K-1", "Wall Clock", 3_900, &cat)),
+    )
+    .await
+    .ok(200);
+    for read in &reads[..2] {
+        let res = c.get_via_gateway(read).await;
+        assert_ne!(res.cache.as_deref(), Some("hit"), "{read}");
+        assert_eq!(price(read, &res.ok(200)), 3_900, "{read}");
+        // Kept again under the new generation.
+        let again = c.get_via_gateway(read).await;
+        assert_eq!(again.cache.as_deref(), Some("hit"), "{read}");
+        assert_eq!(price(read, &again.ok(200)), 3_900, "{read}");
+    }
+
+    // With the catalog gone, kept copies still answer, which shows they
+    // come from the gateway; a read it never kept cannot be answered.
+    c.stop.cancel();
+    let unknown = "/api/v1/products?q=nothing-kept";
+    let mut gone = c.get_via_gateway(unknown).await;
+    for _ in 0..100 {
+        if gone.status >= 500 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gone = c.get_via_gateway(unknown).await;
+    }
+    assert!(gone.status == 502 || gone.status == 504, "{}", gone.status);
+    let kept = c.get_via_gateway(&path).await;
+    assert_eq!(kept.cache.as_deref(), Some("hit"));
+    assert_eq!(kept.ok(200)["price"]["amount"], 3_900);
+
+    // A write elsewhere (another catalog replica) sets a new generation:
+    // the gateway drops its copy instead of serving it.
+    c.state.cache.invalidate_all().await;
+    for read in &reads {
+        let res = c.get_via_gateway(read).await;
+        assert!(
+            res.status == 502 || res.status == 504,
+            "{read}: {}",
+            res.status
+        );
+    }
 }
 
 #[tokio::test]

@@ -58,6 +58,9 @@ pub struct Backends {
     pub tag: String,
     pub dir: tempfile::TempDir,
     databases: std::sync::atomic::AtomicUsize,
+    /// The embedded cache: one store for every service of the test, as in
+    /// `emporium up` (and as one Redis is in the real set).
+    memory_cache: Cache,
 }
 
 impl Backends {
@@ -70,9 +73,11 @@ impl Backends {
             },
         )
         .ok();
+        let tag = format!("t{}", uuid::Uuid::now_v7().simple());
         Self {
             set: BackendSet::from_env(),
-            tag: format!("t{}", uuid::Uuid::now_v7().simple()),
+            memory_cache: Cache::memory(&tag),
+            tag,
             dir: tempfile::tempdir().expect("temporary directory"),
             databases: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -124,9 +129,12 @@ impl Backends {
 
     /// A cache namespaced for this test.
     pub async fn cache(&self) -> Cache {
-        Cache::connect(&self.cache_url(), &self.tag)
-            .await
-            .expect("connect to the test cache")
+        match &self.set {
+            BackendSet::Embedded => self.memory_cache.clone(),
+            BackendSet::Real { .. } => Cache::connect(&self.cache_url(), &self.tag)
+                .await
+                .expect("connect to the test cache"),
+        }
     }
 
     pub fn bus_url(&self) -> BusUrl {

@@ -219,6 +219,7 @@ impl Shop {
                 trust_forwarded_for: false,
                 request_timeout: Duration::from_secs(30),
                 body_limit_bytes: 1024 * 1024,
+                edge_cache_bytes: 16 * 1024 * 1024,
             },
             &backends.cache().await,
         );

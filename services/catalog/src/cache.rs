@@ -1,10 +1,12 @@
 //! Cached responses: product pages, listings and searches, kept in the kit
 //! [`Cache`] (Redis in production, memory embedded) for a short TTL.
 //!
-//! Every key carries the catalogue's generation number. A write bumps the
+//! Every key carries the catalogue's generation number. A write sets a new
 //! generation after its transaction commits and before it answers, so from
 //! then on every reader looks under new keys and nothing cached before the
-//! write can be served again. A failing cache is skipped, never an error.
+//! write can be served again. The same generation vouches for the copies
+//! the gateway keeps ([`kit::edge_cache`]). A failing cache is skipped,
+//! never an error.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kit::cache::Cache;
+use kit::edge_cache::Validity;
 use sha2::{Digest, Sha256};
 
 /// Whether responses are cached (`EMPORIUM_CATALOG_CACHE`).
@@ -46,6 +49,15 @@ impl Lookup {
     }
 }
 
+/// A response body and where it came from.
+pub struct Cached {
+    pub body: Bytes,
+    pub lookup: Lookup,
+    /// Set when the body was read or stored under a generation: the
+    /// gateway may keep it while that generation lasts.
+    pub validity: Option<Validity>,
+}
+
 #[derive(Clone)]
 pub struct CatalogCache {
     store: Option<Cache>,
@@ -76,39 +88,72 @@ impl CatalogCache {
         (until == 0 || kit::clock::now_millis() >= until).then_some(store)
     }
 
+    /// Give the catalogue a generation if the cache has none (a new or
+    /// emptied cache), so responses can be vouched for before any write.
+    pub async fn start_generation(&self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        match tokio::time::timeout(OPERATION_TIMEOUT, store.start_generation(GENERATION)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot start the catalog cache generation"),
+            Err(_) => tracing::warn!("catalog cache timed out starting its generation"),
+        }
+    }
+
     /// The response under `key`, from the cache or from `load` (and then
     /// remembered for the TTL).
-    pub async fn get_or_load<E, F, Fut>(&self, key: &str, load: F) -> Result<(Bytes, Lookup), E>
+    pub async fn get_or_load<E, F, Fut>(&self, key: &str, load: F) -> Result<Cached, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<u8>, E>>,
     {
+        let bypass = |body: Vec<u8>| Cached {
+            body: body.into(),
+            lookup: record(Lookup::Bypass),
+            validity: None,
+        };
         let Some(store) = self.readable() else {
-            return Ok((load().await?.into(), record(Lookup::Bypass)));
+            return Ok(bypass(load().await?));
         };
         let generation =
-            match tokio::time::timeout(OPERATION_TIMEOUT, store.get_counter(GENERATION)).await {
-                Ok(Ok(g)) => g,
+            match tokio::time::timeout(OPERATION_TIMEOUT, store.generation(GENERATION)).await {
+                Ok(Ok(Some(g))) => g,
+                Ok(Ok(None)) => {
+                    self.start_generation().await;
+                    return Ok(bypass(load().await?));
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "catalog cache unavailable; reading the database");
-                    return Ok((load().await?.into(), record(Lookup::Bypass)));
+                    return Ok(bypass(load().await?));
                 }
                 Err(_) => {
                     tracing::warn!("catalog cache timed out; reading the database");
-                    return Ok((load().await?.into(), record(Lookup::Bypass)));
+                    return Ok(bypass(load().await?));
                 }
             };
+        let validity = Some(Validity {
+            generation_key: store.key(GENERATION),
+            generation,
+            max_age: self.ttl,
+        });
         let key = format!("g{generation}:{key}");
         match tokio::time::timeout(OPERATION_TIMEOUT, store.get(&key)).await {
-            Ok(Ok(Some(hit))) => return Ok((hit.into(), record(Lookup::Hit))),
+            Ok(Ok(Some(hit))) => {
+                return Ok(Cached {
+                    body: hit.into(),
+                    lookup: record(Lookup::Hit),
+                    validity,
+                });
+            }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "catalog cache unavailable; reading the database");
-                return Ok((load().await?.into(), record(Lookup::Bypass)));
+                return Ok(bypass(load().await?));
             }
             Err(_) => {
                 tracing::warn!("catalog cache timed out; reading the database");
-                return Ok((load().await?.into(), record(Lookup::Bypass)));
+                return Ok(bypass(load().await?));
             }
         }
         let value = load().await?;
@@ -117,7 +162,11 @@ impl CatalogCache {
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot fill the catalog cache"),
             Err(_) => tracing::warn!("catalog cache timed out while filling"),
         }
-        Ok((value.into(), record(Lookup::Miss)))
+        Ok(Cached {
+            body: value.into(),
+            lookup: record(Lookup::Miss),
+            validity,
+        })
     }
 
     /// Make every cached response stale. Call after a write commits and
@@ -126,11 +175,12 @@ impl CatalogCache {
         let Some(store) = &self.store else {
             return;
         };
-        let failure = match tokio::time::timeout(OPERATION_TIMEOUT, store.incr(GENERATION)).await {
-            Ok(Ok(_)) => return,
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timed out".to_string(),
-        };
+        let failure =
+            match tokio::time::timeout(OPERATION_TIMEOUT, store.new_generation(GENERATION)).await {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_string(),
+            };
         // Entries of the current generation may hold what was just
         // replaced; stop reading them until they have all expired.
         let until =
@@ -138,6 +188,23 @@ impl CatalogCache {
         self.distrust_until.fetch_max(until, Ordering::Relaxed);
         metrics::counter!("catalog_cache_invalidation_failures_total").increment(1);
         tracing::warn!(error = %failure, ttl_secs = self.ttl.as_secs(), "cannot invalidate the catalog cache; bypassing it until its entries expire");
+        // Others (the gateway, other replicas) still trust the old
+        // generation: keep trying to replace it until the cache answers.
+        let (store, ttl) = (store.clone(), self.ttl);
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(100);
+            let deadline = tokio::time::Instant::now() + ttl;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(wait).await;
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(OPERATION_TIMEOUT, store.new_generation(GENERATION)).await
+                {
+                    tracing::info!("catalog cache generation replaced after an earlier failure");
+                    return;
+                }
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        });
     }
 }
 
@@ -162,21 +229,32 @@ mod tests {
 
     #[tokio::test]
     async fn hits_until_invalidated() {
-        let cache = CatalogCache::new(Cache::memory("t"), CacheMode::On, Duration::from_secs(60));
-        let (v, l) = cache.get_or_load("k", || load("one")).await.unwrap();
-        assert_eq!((&v[..], l), (&b"one"[..], Lookup::Miss));
-        let (v, l) = cache.get_or_load("k", || load("two")).await.unwrap();
-        assert_eq!((&v[..], l), (&b"one"[..], Lookup::Hit));
+        let cache = CatalogCache::new(
+            Cache::memory("t").scoped("catalog"),
+            CacheMode::On,
+            Duration::from_secs(60),
+        );
+        cache.start_generation().await;
+        let c = cache.get_or_load("k", || load("one")).await.unwrap();
+        assert_eq!((&c.body[..], c.lookup), (&b"one"[..], Lookup::Miss));
+        let first = c.validity.expect("vouched for by a generation");
+        assert_eq!(first.generation_key, "t:catalog:generation");
+        let c = cache.get_or_load("k", || load("two")).await.unwrap();
+        assert_eq!((&c.body[..], c.lookup), (&b"one"[..], Lookup::Hit));
+        assert_eq!(c.validity.as_ref(), Some(&first));
         cache.invalidate_all().await;
-        let (v, l) = cache.get_or_load("k", || load("two")).await.unwrap();
-        assert_eq!((&v[..], l), (&b"two"[..], Lookup::Miss));
+        let c = cache.get_or_load("k", || load("two")).await.unwrap();
+        assert_eq!((&c.body[..], c.lookup), (&b"two"[..], Lookup::Miss));
+        assert_ne!(c.validity.unwrap().generation, first.generation);
     }
 
     #[tokio::test]
     async fn off_means_always_load() {
         let cache = CatalogCache::new(Cache::memory("t"), CacheMode::Off, Duration::from_secs(60));
+        cache.start_generation().await;
         cache.get_or_load("k", || load("one")).await.unwrap();
-        let (v, l) = cache.get_or_load("k", || load("two")).await.unwrap();
-        assert_eq!((&v[..], l), (&b"two"[..], Lookup::Bypass));
+        let c = cache.get_or_load("k", || load("two")).await.unwrap();
+        assert_eq!((&c.body[..], c.lookup), (&b"two"[..], Lookup::Bypass));
+        assert_eq!(c.validity, None);
     }
 }

@@ -117,6 +117,7 @@ impl Catalog {
             verifier,
             settings: Arc::new(settings),
         };
+        state.cache.start_generation().await;
         let mut checks = vec![ReadinessCheck::database(&db), ReadinessCheck::events(&bus)];
         if state.cache.is_enabled() {
             checks.push(ReadinessCheck::cache(&cache));

@@ -243,7 +243,15 @@ pub async fn run(service: Service) -> anyhow::Result<()> {
             let cache = Cache::connect(&config.cache_url, "emporium")
                 .await
                 .context("EMPORIUM_CACHE_URL")?;
-            let gateway = gateway::Gateway::build(gateway::Settings::from_config(&config), &cache);
+            let mut settings = gateway::Settings::from_config(&config);
+            if !cache.is_redis() && settings.edge_cache_bytes > 0 {
+                // A process-private cache never sees the services' generations.
+                tracing::info!(
+                    "edge cache off: it needs EMPORIUM_CACHE_URL=redis://… shared with the services"
+                );
+                settings.edge_cache_bytes = 0;
+            }
+            let gateway = gateway::Gateway::build(settings, &cache);
             let workers = gateway.spawn_workers(shutdown.clone());
             (config.http.listen, gateway.router, workers)
         }

@@ -229,6 +229,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             trust_forwarded_for: false,
             request_timeout: Duration::from_secs(30),
             body_limit_bytes: 1024 * 1024,
+            edge_cache_bytes: 64 * 1024 * 1024,
         },
         &cache,
     );

@@ -62,6 +62,10 @@ pub struct GatewayConfig {
     /// Origins allowed by CORS, comma-separated (`*` for any); none by default.
     #[arg(long, env = "EMPORIUM_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
+    /// Memory for copies of public reads that services vouch for, in MiB (0: off).
+    /// Copies need a cache shared with the services: with memory:// they are off.
+    #[arg(long, env = "EMPORIUM_GATEWAY_EDGE_CACHE_MB", default_value_t = 64)]
+    pub edge_cache_mb: u64,
     /// Take the client address from an incoming X-Forwarded-For (behind a trusted load balancer).
     #[arg(long, env = "EMPORIUM_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,

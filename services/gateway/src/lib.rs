@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod docs;
+pub mod edge_cache;
 pub mod proxy;
 pub mod rate_limit;
 pub mod routes;
@@ -40,6 +41,10 @@ pub struct Settings {
     pub trust_forwarded_for: bool,
     pub request_timeout: Duration,
     pub body_limit_bytes: usize,
+    /// Memory for kept copies of public reads ([`edge_cache`]); 0 turns
+    /// them off. The cache given to [`Gateway::build`] must be the one the
+    /// services set their generations in.
+    pub edge_cache_bytes: u64,
 }
 
 impl Settings {
@@ -63,6 +68,7 @@ impl Settings {
             trust_forwarded_for: c.trust_forwarded_for,
             request_timeout: c.http.request_timeout,
             body_limit_bytes: c.http.body_limit_bytes,
+            edge_cache_bytes: c.edge_cache_mb * 1024 * 1024,
         }
     }
 }
@@ -165,6 +171,8 @@ impl Gateway {
             login_limiter: login_limiter.clone(),
             upstream_timeout: settings.upstream_timeout,
             trust_forwarded_for: settings.trust_forwarded_for,
+            edge_cache: (settings.edge_cache_bytes > 0)
+                .then(|| edge_cache::EdgeCache::new(cache.clone(), settings.edge_cache_bytes)),
         });
         let api = Router::new()
             .route("/api/openapi.json", get(docs::openapi))

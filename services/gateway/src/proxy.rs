@@ -13,6 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use kit::Problem;
 use kit::auth::TokenVerifier;
 
+use crate::edge_cache::{self, EdgeCache};
 use crate::rate_limit::{ClientRateLimiter, Decision};
 use crate::routes::{Access, RouteTable};
 
@@ -27,6 +28,8 @@ pub struct Proxy {
     pub login_limiter: ClientRateLimiter,
     pub upstream_timeout: std::time::Duration,
     pub trust_forwarded_for: bool,
+    /// Kept copies of public reads; `None` when off.
+    pub edge_cache: Option<EdgeCache>,
 }
 
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -119,34 +122,52 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response 
     }
 
     // Verify the token at the edge; the service verifies again.
-    if let Some(required) = needs_token(route.access, req.method()) {
-        let (parts, body) = req.into_parts();
-        match kit::auth::authenticate(&proxy.verifier, &parts).await {
-            Ok(Some(_)) => {}
-            Ok(None) if !required => {}
-            Ok(None) => {
-                let mut res = Problem::unauthorized("a bearer token is required").into_response();
-                res.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                rate_headers(&mut res, &decision);
-                return res;
+    let req = match needs_token(route.access, req.method()) {
+        Some(required) => {
+            let (parts, body) = req.into_parts();
+            match kit::auth::authenticate(&proxy.verifier, &parts).await {
+                Ok(Some(_)) => {}
+                Ok(None) if !required => {}
+                Ok(None) => {
+                    let mut res =
+                        Problem::unauthorized("a bearer token is required").into_response();
+                    res.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    rate_headers(&mut res, &decision);
+                    return res;
+                }
+                Err(problem) => {
+                    let mut res = problem.into_response();
+                    res.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                    );
+                    rate_headers(&mut res, &decision);
+                    return res;
+                }
             }
-            Err(problem) => {
-                let mut res = problem.into_response();
-                res.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
-                );
-                rate_headers(&mut res, &decision);
-                return res;
-            }
+            Request::from_parts(parts, body)
         }
-        let req = Request::from_parts(parts, body);
-        let mut res = send(&proxy, &route.service, req, &client).await;
+        None => req,
+    };
+
+    // Public reads may be answered from a copy the service vouched for.
+    let edge = proxy.edge_cache.as_ref().zip(
+        (*req.method() == Method::GET && needs_token(route.access, req.method()).is_none())
+            .then(|| req.uri().path_and_query().map(|p| p.as_str().to_owned()))
+            .flatten(),
+    );
+    if let Some((cache, key)) = &edge
+        && let Some(mut res) = cache.serve(key).await
+    {
         rate_headers(&mut res, &decision);
         return res;
     }
     let mut res = send(&proxy, &route.service, req, &client).await;
+    let validity = edge_cache::take_validity(&mut res);
+    if let (Some((cache, key)), Some(validity)) = (edge, validity) {
+        res = cache.keep(key, validity, res).await;
+    }
     rate_headers(&mut res, &decision);
     res
 }

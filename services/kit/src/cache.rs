@@ -150,33 +150,66 @@ impl Cache {
         Ok(())
     }
 
-    /// Add one to a long-lived counter (a generation number, say) and
-    /// return its new value.
-    pub async fn incr(&self, key: &str) -> Result<i64, CacheError> {
-        let key = self.key(key);
-        match &self.store {
-            Store::Redis(c) => Ok(c.clone().incr(key, 1).await?),
-            Store::Memory(m) => {
-                let entry = m
-                    .entry(key)
-                    .and_upsert_with(|existing| {
-                        let n = existing
-                            .map(|e| decode_i64(&e.into_value().value))
-                            .unwrap_or(0);
-                        std::future::ready(Entry {
-                            value: (n + 1).to_string().into_bytes().into(),
-                            ttl: Duration::from_secs(365 * 24 * 3600),
-                        })
-                    })
-                    .await;
-                Ok(decode_i64(&entry.into_value().value))
-            }
-        }
+    /// The generation number under `key`: a stamp that changes whenever
+    /// what it vouches for changes (`None` until one is set).
+    pub async fn generation(&self, key: &str) -> Result<Option<u64>, CacheError> {
+        self.generation_at(&self.key(key)).await
     }
 
-    /// Read a counter kept by [`Cache::incr`] (0 when unset).
-    pub async fn get_counter(&self, key: &str) -> Result<i64, CacheError> {
-        Ok(self.get(key).await?.map(|v| decode_i64(&v)).unwrap_or(0))
+    /// A generation that another service named by its full key (see
+    /// [`Cache::key`]), in the store this cache shares with it.
+    pub async fn generation_at(&self, full_key: &str) -> Result<Option<u64>, CacheError> {
+        let raw = match &self.store {
+            Store::Redis(c) => c.clone().get::<_, Option<Vec<u8>>>(full_key).await?,
+            Store::Memory(m) => m.get(full_key).await.map(|e| e.value.to_vec()),
+        };
+        Ok(raw.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
+    }
+
+    /// Replace the generation under `key` with a fresh random one. Random,
+    /// not counted up: a store that lost its data (a Redis restart) never
+    /// hands out a number that copies made before the loss still carry.
+    pub async fn new_generation(&self, key: &str) -> Result<u64, CacheError> {
+        let generation = fresh_generation();
+        self.set(key, generation.to_string().as_bytes(), GENERATION_TTL)
+            .await?;
+        Ok(generation)
+    }
+
+    /// Set a fresh generation under `key` unless one is there; returns the
+    /// generation in force.
+    pub async fn start_generation(&self, key: &str) -> Result<u64, CacheError> {
+        let full = self.key(key);
+        let fresh = fresh_generation();
+        match &self.store {
+            Store::Redis(c) => {
+                let (_, current): ((), Option<u64>) = redis::pipe()
+                    .cmd("SET")
+                    .arg(&full)
+                    .arg(fresh)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(GENERATION_TTL.as_secs())
+                    .ignore()
+                    .get(&full)
+                    .query_async(&mut c.clone())
+                    .await?;
+                Ok(current.unwrap_or(fresh))
+            }
+            Store::Memory(m) => {
+                let entry = m
+                    .entry(full)
+                    .or_insert_with(std::future::ready(Entry {
+                        value: fresh.to_string().into_bytes().into(),
+                        ttl: GENERATION_TTL,
+                    }))
+                    .await;
+                Ok(std::str::from_utf8(&entry.into_value().value)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(fresh))
+            }
+        }
     }
 
     /// Add one to a counter that lives `window` from its first increment;
@@ -266,17 +299,18 @@ impl Cache {
     }
 }
 
+/// Generations outlive any cached copy they vouch for.
+const GENERATION_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn fresh_generation() -> u64 {
+    // Below 2^53, so the number survives a trip through JSON or Lua.
+    rand::random::<u64>() >> 11
+}
+
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn decode_i64(v: &[u8]) -> i64 {
-    std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
 
@@ -326,12 +360,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn generation_counter() {
+    async fn generations_start_once_and_change_on_demand() {
         let c = Cache::memory("t");
-        assert_eq!(c.get_counter("gen").await.unwrap(), 0);
-        assert_eq!(c.incr("gen").await.unwrap(), 1);
-        assert_eq!(c.incr("gen").await.unwrap(), 2);
-        assert_eq!(c.get_counter("gen").await.unwrap(), 2);
+        assert_eq!(c.generation("gen").await.unwrap(), None);
+        let first = c.start_generation("gen").await.unwrap();
+        assert_eq!(c.start_generation("gen").await.unwrap(), first);
+        assert_eq!(c.generation("gen").await.unwrap(), Some(first));
+        assert_eq!(c.generation_at("t:gen").await.unwrap(), Some(first));
+        let next = c.new_generation("gen").await.unwrap();
+        assert_ne!(next, first);
+        assert_eq!(c.generation("gen").await.unwrap(), Some(next));
     }
 
     #[tokio::test]

@@ -160,7 +160,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                     .into(),
             ),
             ("EMPORIUM_JWKS_URL", nowhere.clone()),
-            ("EMPORIUM_CACHE_URL", "memory://".into()),
+            // As deployed: rate limits shared through Redis, and (behind
+            // the cached catalog) copies checked against its generation.
+            ("EMPORIUM_CACHE_URL", redis.url.clone()),
             ("EMPORIUM_RATE_LIMIT_PER_SECOND", "100000000".into()),
             ("EMPORIUM_RATE_LIMIT_BURST", "100000000".into()),
         ]
@@ -272,6 +274,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         format!("{s} s at saturation with {c} connections, per load"),
     );
     let hits_before = cache_lookups(cached_port)?;
+    let edge_before = edge_cache_outcomes(cached_gw)?;
     let measure = |name: &str, rate: Option<f64>| -> Result<(Figures, String)> {
         let before = cpu.sample();
         let figures = oha_urls(&file[name], s, c, rate).map_err(|e| explain(e, &watched))?;
@@ -282,6 +285,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let search_on = measure("search-on", None)?;
     let search_off = measure("search-off", None)?;
     let hits_after = cache_lookups(cached_port)?;
+    let edge_after = edge_cache_outcomes(cached_gw)?;
     let moderate = (search_off.0.requests_per_sec / 2.0).max(1.0);
     cmd::step(
         "bench",
@@ -353,9 +357,19 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         println!("  {ms:>8.2} ms  ?{q}");
     }
     let (hits, misses) = (hits_after.0 - hits_before.0, hits_after.1 - hits_before.1);
+    let edge = |outcome: &str| {
+        edge_after.get(outcome).copied().unwrap_or(0.0)
+            - edge_before.get(outcome).copied().unwrap_or(0.0)
+    };
+    let edge_hits = edge("hit");
+    let edge_total = edge_hits + edge("stale") + edge("stored") + edge("unavailable");
     println!();
     println!(
-        "cache hit ratio of the cached catalog while measured: {:.2}% ({hits:.0} hits, {misses:.0} misses)",
+        "copies kept by the cached gateway while measured: {:.2}% served from them ({edge_hits:.0} of {edge_total:.0} reads)",
+        100.0 * edge_hits / edge_total.max(1.0)
+    );
+    println!(
+        "cache hit ratio of the cached catalog while measured: {:.2}% ({hits:.0} hits, {misses:.0} misses; reads the gateway answered never reach it)",
         100.0 * hits / (hits + misses).max(1.0)
     );
     let ratio = |on: &(Figures, String), off: &(Figures, String)| {
@@ -405,6 +419,32 @@ pub(super) fn cache_lookups(port: u16) -> Result<(f64, f64)> {
             .sum::<f64>()
     };
     Ok((count("hit"), count("miss")))
+}
+
+/// The gateway's kept-copy outcomes (`hit`, `stale`, `stored`, …), from
+/// its /metrics.
+fn edge_cache_outcomes(port: u16) -> Result<HashMap<String, f64>> {
+    let (status, body) = http(port, "GET", "/metrics", &[], None)?;
+    if status != 200 {
+        bail!("the gateway's /metrics answered {status}");
+    }
+    let mut outcomes = HashMap::new();
+    for line in body
+        .lines()
+        .filter(|l| l.starts_with("gateway_edge_cache_total"))
+    {
+        let outcome = line
+            .split("outcome=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next());
+        if let (Some(outcome), Some(n)) = (
+            outcome,
+            line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()),
+        ) {
+            *outcomes.entry(outcome.to_string()).or_default() += n;
+        }
+    }
+    Ok(outcomes)
 }
 
 pub(super) fn cores() -> usize {

@@ -67,7 +67,7 @@ fn category_id(raw: &str) -> Result<Uuid> {
 #[utoipa::path(get, path = "/api/v1/categories", tag = "categories",
     responses((status = 200, body = Vec<CategoryView>)))]
 async fn tree(State(state): State<AppState>) -> Result<Response> {
-    let (body, lookup) = state
+    let cached = state
         .cache
         .get_or_load("categories", || async {
             let forest = categories::tree(&state).await?;
@@ -75,7 +75,7 @@ async fn tree(State(state): State<AppState>) -> Result<Response> {
             Ok::<_, CatalogError>(serde_json::to_vec(&views)?)
         })
         .await?;
-    Ok(cached_json(body, lookup))
+    Ok(cached_json(cached))
 }
 
 /// One category, by id or slug, with its subcategories.

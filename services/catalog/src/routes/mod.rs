@@ -9,11 +9,10 @@ use axum::Router;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bytes::Bytes;
 use utoipa::OpenApi;
 
 use crate::AppState;
-use crate::cache::Lookup;
+use crate::cache::Cached;
 
 pub use categories::CategoryView;
 pub use products::{ProductPage, ProductView};
@@ -53,19 +52,24 @@ impl utoipa::Modify for BearerAuth {
 /// Says whether a response came from the cache (`hit`, `miss`, `bypass`).
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-/// A JSON body that is already serialised (perhaps by an earlier request).
-fn cached_json(body: Bytes, lookup: Lookup) -> Response {
-    (
+/// A JSON body that is already serialised (perhaps by an earlier request),
+/// marked for the gateway to keep while its generation lasts.
+fn cached_json(cached: Cached) -> Response {
+    let mut res = (
         [
             (
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             ),
-            (X_CACHE, HeaderValue::from_static(lookup.as_str())),
+            (X_CACHE, HeaderValue::from_static(cached.lookup.as_str())),
         ],
-        body,
+        cached.body,
     )
-        .into_response()
+        .into_response();
+    if let Some(v) = cached.validity.and_then(|v| v.header_value()) {
+        res.headers_mut().insert(kit::edge_cache::HEADER, v);
+    }
+    res
 }
 
 pub fn router(state: AppState) -> Router {

@@ -181,7 +181,7 @@ async fn list(
                     .as_bytes()
             )
         );
-        let (body, lookup) = state
+        let cached = state
             .cache
             .get_or_load(&key, || async {
                 let found = products::batch(&state, &ids).await?;
@@ -196,18 +196,18 @@ async fn list(
                 Ok::<_, CatalogError>(serde_json::to_vec(&page)?)
             })
             .await?;
-        return Ok(cached_json(body, lookup));
+        return Ok(cached_json(cached));
     }
     let query = ProductQuery::parse(&params)?;
     let key = format!("list:{}", digest(&serde_json::to_vec(&query)?));
-    let (body, lookup) = state
+    let cached = state
         .cache
         .get_or_load(&key, || async {
             let found = products::search(&state, &query).await?;
             Ok::<_, CatalogError>(serde_json::to_vec(&ProductPage::of(&query, found))?)
         })
         .await?;
-    Ok(cached_json(body, lookup))
+    Ok(cached_json(cached))
 }
 
 /// One product, listed or not.
@@ -215,14 +215,14 @@ async fn list(
     responses((status = 200, body = ProductView), (status = 404, body = ProblemBody)))]
 async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response> {
     let id = product_id(&id)?;
-    let (body, lookup) = state
+    let cached = state
         .cache
         .get_or_load(&format!("product:{id}"), || async {
             let product = products::get(&state, id).await?;
             Ok::<_, CatalogError>(serde_json::to_vec(&ProductView::from(product))?)
         })
         .await?;
-    Ok(cached_json(body, lookup))
+    Ok(cached_json(cached))
 }
 
 /// Create a product (admin).
