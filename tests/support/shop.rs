@@ -214,6 +214,7 @@ impl Shop {
                 jwt_audience: "emporium".into(),
                 rate: options.rate,
                 login_rate: options.login_rate,
+                shared_rate_limits: true,
                 upstream_timeout: options.upstream_timeout,
                 cors_allowed_origins: vec!["https://shop.example".into()],
                 trust_forwarded_for: false,

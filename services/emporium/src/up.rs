@@ -224,6 +224,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 per_second: 10.0 / 60.0,
                 burst: 5,
             },
+            shared_rate_limits: true,
             upstream_timeout: Duration::from_secs(15),
             cors_allowed_origins: vec![],
             trust_forwarded_for: false,

@@ -40,6 +40,10 @@ pub struct GatewayConfig {
     /// Redis (redis://…) to share rate limits between replicas, or memory://.
     #[arg(long, env = "EMPORIUM_CACHE_URL", value_name = "EMPORIUM_CACHE_URL", value_parser = parse_cache_url, default_value = "memory://", hide_env_values = true)]
     pub cache_url: CacheUrl,
+    /// Share rate limits between gateway replicas through the Redis cache;
+    /// `false`: each replica counts on its own (cheaper: no Redis call per request).
+    #[arg(long, env = "EMPORIUM_RATE_LIMIT_SHARED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rate_limit_shared: bool,
     /// Sustained requests per second allowed per client.
     #[arg(long, env = "EMPORIUM_RATE_LIMIT_PER_SECOND", default_value_t = 50.0)]
     pub rate_limit_per_second: f64,

@@ -5,8 +5,15 @@
 //! copy shows has set a new number before answering the change, so no copy
 //! outlives a write that has returned. Without an answer from the shared
 //! cache the request goes to the service.
+//!
+//! Requests waiting on the same generation share reads: one read answers
+//! every request that arrived before it was sent, which is all a request
+//! needs (any write that returned before it arrived is visible to such a
+//! read), so a busy gateway sends about one read per round trip instead
+//! of one per request.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -18,6 +25,7 @@ use hyper::body::Body as _;
 use kit::cache::Cache;
 use kit::edge_cache::{HEADER, Validity};
 use moka::Expiry;
+use tokio::sync::oneshot;
 
 /// Larger bodies stream through and are not kept.
 const LARGEST_COPY: u64 = 512 * 1024;
@@ -40,7 +48,7 @@ impl Expiry<String, Arc<Copy>> for UntilMaxAge {
 
 pub struct EdgeCache {
     copies: moka::future::Cache<String, Arc<Copy>>,
-    generations: Cache,
+    generations: Arc<GenerationReads>,
 }
 
 impl EdgeCache {
@@ -55,7 +63,10 @@ impl EdgeCache {
                 })
                 .expire_after(UntilMaxAge)
                 .build(),
-            generations,
+            generations: Arc::new(GenerationReads {
+                store: generations,
+                batches: Mutex::default(),
+            }),
         }
     }
 
@@ -63,14 +74,8 @@ impl EdgeCache {
     /// still holds.
     pub async fn serve(&self, key: &str) -> Option<Response> {
         let copy = self.copies.get(key).await?;
-        let read = tokio::time::timeout(
-            GENERATION_READ_TIMEOUT,
-            self.generations
-                .generation_at(&copy.validity.generation_key),
-        )
-        .await;
-        match read {
-            Ok(Ok(Some(g))) if g == copy.validity.generation => {
+        match self.generations.read(&copy.validity.generation_key).await {
+            Ok(Some(g)) if g == copy.validity.generation => {
                 record("hit");
                 let mut res = (StatusCode::OK, copy.body.clone()).into_response();
                 let headers = res.headers_mut();
@@ -80,19 +85,14 @@ impl EdgeCache {
                 headers.insert("x-cache", HeaderValue::from_static("hit"));
                 Some(res)
             }
-            Ok(Ok(_)) => {
+            Ok(_) => {
                 record("stale");
                 self.copies.invalidate(key).await;
                 None
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 record("unavailable");
                 tracing::warn!(error = %e, "shared cache unavailable; asking the service");
-                None
-            }
-            Err(_) => {
-                record("unavailable");
-                tracing::warn!("shared cache timed out; asking the service");
                 None
             }
         }
@@ -131,6 +131,75 @@ impl EdgeCache {
         self.copies.insert(key, Arc::new(copy)).await;
         record("stored");
         Response::from_parts(parts, Body::from(body))
+    }
+}
+
+type Reading = Result<Option<u64>, String>;
+
+/// Reads of generations, shared by the requests that wait on the same key.
+struct GenerationReads {
+    store: Cache,
+    /// Per key: whether a reader is running, and who waits for its next read.
+    batches: Mutex<HashMap<String, Batch>>,
+}
+
+#[derive(Default)]
+struct Batch {
+    reading: bool,
+    waiting: Vec<oneshot::Sender<Reading>>,
+}
+
+impl GenerationReads {
+    /// The generation under `key`, read after this call began.
+    async fn read(self: &Arc<Self>, key: &str) -> Reading {
+        let (tx, rx) = oneshot::channel();
+        let start_reader = {
+            let mut batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+            let batch = match batches.get_mut(key) {
+                Some(b) => b,
+                None => batches.entry(key.to_owned()).or_default(),
+            };
+            batch.waiting.push(tx);
+            !std::mem::replace(&mut batch.reading, true)
+        };
+        if start_reader {
+            let (reads, key) = (self.clone(), key.to_owned());
+            tokio::spawn(async move { reads.answer_waiting(&key).await });
+        }
+        match tokio::time::timeout(GENERATION_READ_TIMEOUT * 2, rx).await {
+            Ok(Ok(reading)) => reading,
+            Ok(Err(_)) => Err("the generation read was abandoned".into()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    /// Read for everyone waiting, again and again, until nobody waits.
+    async fn answer_waiting(&self, key: &str) {
+        loop {
+            let waiting = {
+                let mut batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(batch) = batches.get_mut(key) else {
+                    return;
+                };
+                if batch.waiting.is_empty() {
+                    batch.reading = false;
+                    return;
+                }
+                std::mem::take(&mut batch.waiting)
+            };
+            // Sent after every one of `waiting` arrived.
+            let reading =
+                match tokio::time::timeout(GENERATION_READ_TIMEOUT, self.store.generation_at(key))
+                    .await
+                {
+                    Ok(Ok(g)) => Ok(g),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("timed out".to_string()),
+                };
+            for w in waiting {
+                let _ = w.send(reading.clone());
+            }
+        }
     }
 }
 
@@ -211,6 +280,22 @@ mod tests {
             .await;
         assert_eq!(sent.status(), StatusCode::NOT_FOUND);
         assert!(edge.serve("/p/2").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn concurrent_reads_all_see_a_generation_set_before_they_began() {
+        let shared = Cache::memory("shop");
+        let reads = Arc::new(GenerationReads {
+            store: shared.clone(),
+            batches: Mutex::default(),
+        });
+        let key = shared.key("g");
+        assert_eq!(reads.read(&key).await, Ok(None));
+        for _ in 0..3 {
+            let set = shared.new_generation("g").await.unwrap();
+            let all = futures::future::join_all((0..50).map(|_| reads.read(&key))).await;
+            assert!(all.iter().all(|r| *r == Ok(Some(set))), "{all:?}");
+        }
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct Settings {
     pub jwt_audience: String,
     pub rate: Allowance,
     pub login_rate: Allowance,
+    /// Count rate limits in the Redis cache, shared by every replica
+    /// (with a `memory://` cache each replica counts on its own anyway).
+    pub shared_rate_limits: bool,
     pub upstream_timeout: Duration,
     pub cors_allowed_origins: Vec<String>,
     pub trust_forwarded_for: bool,
@@ -63,6 +66,7 @@ impl Settings {
                 per_second: c.login_rate_limit_per_minute / 60.0,
                 burst: c.login_rate_limit_burst,
             },
+            shared_rate_limits: c.rate_limit_shared,
             upstream_timeout: c.upstream_timeout,
             cors_allowed_origins: c.cors_allowed_origins.clone(),
             trust_forwarded_for: c.trust_forwarded_for,
@@ -106,7 +110,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 
 impl Gateway {
     pub fn build(settings: Settings, cache: &Cache) -> Self {
-        let (limiter, login_limiter) = match cache.redis() {
+        let (limiter, login_limiter) = match cache.redis().filter(|_| settings.shared_rate_limits) {
             Some(conn) => (
                 ClientRateLimiter::redis(settings.rate, conn.clone(), &cache.key("gateway:rate")),
                 ClientRateLimiter::redis(

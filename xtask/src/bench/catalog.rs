@@ -160,9 +160,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                     .into(),
             ),
             ("EMPORIUM_JWKS_URL", nowhere.clone()),
-            // As deployed: rate limits shared through Redis, and (behind
-            // the cached catalog) copies checked against its generation.
+            // Redis for the generations the cached gateway checks its
+            // copies against; each gateway counts rate limits on its own,
+            // so neither pays a Redis script per request.
             ("EMPORIUM_CACHE_URL", redis.url.clone()),
+            ("EMPORIUM_RATE_LIMIT_SHARED", "false".into()),
             ("EMPORIUM_RATE_LIMIT_PER_SECOND", "100000000".into()),
             ("EMPORIUM_RATE_LIMIT_BURST", "100000000".into()),
         ]
