@@ -76,7 +76,8 @@ COMMANDS:
                     gateway (JWT check and rate limiter on); prints requests/s, p50/p99
                     and the ratio. Uses oha (installed with cargo if missing).
     bench catalog   Backends provisioned; a fresh database seeded with 100,000 products; the
-                    catalog with its Redis cache and without, each behind a gateway; prints
+                    catalog with its Redis cache and without, each behind a gateway (the
+                    cached one keeps copies checked against the catalogue's generation); prints
                     requests/s and p50/p99 of get-by-id and searches for both, the ratio, and
                     the uncached search p99 at half of saturation.
     bench checkout  All seven services as processes on fresh databases, a private RabbitMQ

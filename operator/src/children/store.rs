@@ -233,6 +233,11 @@ pub fn service_deployment_spec(
     if component != Gateway {
         env.push(env_from_secret("EMPORIUM_BUS_URL", bus_url(store)));
     }
+    // Identity's sign-in counters, the catalog's response cache, and the
+    // gateway's shared rate limits and generation checks.
+    if matches!(component, Identity | Catalog | Gateway) {
+        env.push(env_from_secret("EMPORIUM_CACHE_URL", cache_url(store)));
+    }
     let mut secret_mounts = Vec::new();
     let mut config_maps = Vec::new();
     match component {
@@ -261,9 +266,6 @@ pub fn service_deployment_spec(
                     "password",
                 ));
             }
-        }
-        Catalog => {
-            env.push(env_from_secret("EMPORIUM_CACHE_URL", cache_url(store)));
         }
         Cart => {
             env.push(env_from_secret("EMPORIUM_CART_STORE_URL", cache_url(store)));
@@ -310,6 +312,7 @@ pub fn service_deployment_spec(
                 env.push(EnvVar::value("EMPORIUM_MAIL_FROM", smtp.from.clone()));
             }
         }
+        Catalog => {}
     }
     env.extend(
         settings

@@ -757,6 +757,10 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert!(env(Component::Gateway).contains(&"EMPORIUM_UPSTREAMS".to_owned()));
+        for c in [Component::Identity, Component::Catalog, Component::Gateway] {
+            assert!(env(c).contains(&"EMPORIUM_CACHE_URL".to_owned()), "{c}");
+        }
+        assert!(!env(Component::Orders).contains(&"EMPORIUM_CACHE_URL".to_owned()));
         assert!(!env(Component::Gateway).contains(&"EMPORIUM_DATABASE_URL".to_owned()));
         assert!(env(Component::Cart).contains(&"EMPORIUM_CART_STORE_URL".to_owned()));
         assert!(env(Component::Identity).contains(&"EMPORIUM_JWT_SIGNING_KEY_FILE".to_owned()));
