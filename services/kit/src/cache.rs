@@ -163,7 +163,7 @@ impl Cache {
             Store::Redis(c) => c.clone().get::<_, Option<Vec<u8>>>(full_key).await?,
             Store::Memory(m) => m.get(full_key).await.map(|e| e.value.to_vec()),
         };
-        Ok(raw.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
+        Ok(raw.and_then(|v| parse_generation(&v)))
     }
 
     /// Replace the generation under `key` with a fresh random one. Random,
@@ -204,10 +204,7 @@ impl Cache {
                         ttl: GENERATION_TTL,
                     }))
                     .await;
-                Ok(std::str::from_utf8(&entry.into_value().value)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(fresh))
+                Ok(parse_generation(&entry.into_value().value).unwrap_or(fresh))
             }
         }
     }
@@ -305,6 +302,10 @@ const GENERATION_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 fn fresh_generation() -> u64 {
     // Below 2^53, so the number survives a trip through JSON or Lua.
     rand::random::<u64>() >> 11
+}
+
+fn parse_generation(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 fn now_secs() -> u64 {
