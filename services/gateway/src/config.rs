@@ -42,33 +42,59 @@ pub struct GatewayConfig {
     pub cache_url: CacheUrl,
     /// Share rate limits between gateway replicas through the Redis cache;
     /// `false`: each replica counts on its own (cheaper: no Redis call per request).
-    #[arg(long, env = "EMPORIUM_RATE_LIMIT_SHARED", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "EMPORIUM_RATE_LIMIT_SHARED", value_name = "EMPORIUM_RATE_LIMIT_SHARED", default_value_t = true, action = clap::ArgAction::Set)]
     pub rate_limit_shared: bool,
     /// Sustained requests per second allowed per client.
-    #[arg(long, env = "EMPORIUM_RATE_LIMIT_PER_SECOND", default_value_t = 50.0)]
+    #[arg(
+        long,
+        env = "EMPORIUM_RATE_LIMIT_PER_SECOND",
+        value_name = "EMPORIUM_RATE_LIMIT_PER_SECOND",
+        default_value_t = 50.0
+    )]
     pub rate_limit_per_second: f64,
     /// Requests a client may make at once.
-    #[arg(long, env = "EMPORIUM_RATE_LIMIT_BURST", default_value_t = 100)]
+    #[arg(
+        long,
+        env = "EMPORIUM_RATE_LIMIT_BURST",
+        value_name = "EMPORIUM_RATE_LIMIT_BURST",
+        default_value_t = 100
+    )]
     pub rate_limit_burst: u32,
     /// Sign-in attempts per minute allowed per client.
     #[arg(
         long,
         env = "EMPORIUM_LOGIN_RATE_LIMIT_PER_MINUTE",
+        value_name = "EMPORIUM_LOGIN_RATE_LIMIT_PER_MINUTE",
         default_value_t = 10.0
     )]
     pub login_rate_limit_per_minute: f64,
     /// Sign-in attempts a client may make at once.
-    #[arg(long, env = "EMPORIUM_LOGIN_RATE_LIMIT_BURST", default_value_t = 5)]
+    #[arg(
+        long,
+        env = "EMPORIUM_LOGIN_RATE_LIMIT_BURST",
+        value_name = "EMPORIUM_LOGIN_RATE_LIMIT_BURST",
+        default_value_t = 5
+    )]
     pub login_rate_limit_burst: u32,
     /// Longest wait for an upstream's response headers, in seconds.
-    #[arg(long, env = "EMPORIUM_UPSTREAM_TIMEOUT_SECS", default_value = "15", value_parser = kit::config::parse_duration_secs)]
+    #[arg(long, env = "EMPORIUM_UPSTREAM_TIMEOUT_SECS", value_name = "EMPORIUM_UPSTREAM_TIMEOUT_SECS", default_value = "15", value_parser = kit::config::parse_duration_secs)]
     pub upstream_timeout: Duration,
     /// Origins allowed by CORS, comma-separated (`*` for any); none by default.
-    #[arg(long, env = "EMPORIUM_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "EMPORIUM_CORS_ALLOWED_ORIGINS",
+        value_name = "EMPORIUM_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     pub cors_allowed_origins: Vec<String>,
     /// Memory for copies of public reads that services vouch for, in MiB (0: off).
     /// Copies need a cache shared with the services: with memory:// they are off.
-    #[arg(long, env = "EMPORIUM_GATEWAY_EDGE_CACHE_MB", default_value_t = 64)]
+    #[arg(
+        long,
+        env = "EMPORIUM_GATEWAY_EDGE_CACHE_MB",
+        value_name = "EMPORIUM_GATEWAY_EDGE_CACHE_MB",
+        default_value_t = 64
+    )]
     pub edge_cache_mb: u64,
     /// Take the client address from an incoming X-Forwarded-For (behind a trusted load balancer).
     #[arg(long, env = "EMPORIUM_TRUST_FORWARDED_FOR", default_value_t = false)]
