@@ -32,7 +32,7 @@ const LARGEST_COPY: u64 = 512 * 1024;
 /// A shared cache slower than this counts as down for the request.
 const GENERATION_READ_TIMEOUT: Duration = Duration::from_millis(500);
 
-struct Copy {
+struct KeptCopy {
     validity: Validity,
     content_type: Option<HeaderValue>,
     body: Bytes,
@@ -40,14 +40,19 @@ struct Copy {
 
 struct UntilMaxAge;
 
-impl Expiry<String, Arc<Copy>> for UntilMaxAge {
-    fn expire_after_create(&self, _k: &String, v: &Arc<Copy>, _at: Instant) -> Option<Duration> {
+impl Expiry<String, Arc<KeptCopy>> for UntilMaxAge {
+    fn expire_after_create(
+        &self,
+        _k: &String,
+        v: &Arc<KeptCopy>,
+        _at: Instant,
+    ) -> Option<Duration> {
         Some(v.validity.max_age)
     }
 }
 
 pub struct EdgeCache {
-    copies: moka::future::Cache<String, Arc<Copy>>,
+    copies: moka::future::Cache<String, Arc<KeptCopy>>,
     generations: Arc<GenerationReads>,
 }
 
@@ -58,7 +63,7 @@ impl EdgeCache {
         Self {
             copies: moka::future::Cache::builder()
                 .max_capacity(max_bytes)
-                .weigher(|k: &String, v: &Arc<Copy>| {
+                .weigher(|k: &String, v: &Arc<KeptCopy>| {
                     u32::try_from(k.len() + v.body.len() + 256).unwrap_or(u32::MAX)
                 })
                 .expire_after(UntilMaxAge)
@@ -123,7 +128,7 @@ impl EdgeCache {
                 .into_response();
             }
         };
-        let copy = Copy {
+        let copy = KeptCopy {
             validity,
             content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
             body: body.clone(),
