@@ -7,14 +7,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use emporium_tests::Backends;
 use emporium_tests::shop::{Shop, ShopOptions, listen};
+use emporium_tests::{Backends, redis_stand_in};
 use kit::auth::TokenVerifier;
 use kit::cache::Cache;
 use kit::config::CacheUrl;
 use kit::events::{Envelope, Subscription};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -1310,71 +1309,12 @@ async fn with_the_cache_off_every_read_goes_to_the_database() {
     }
 }
 
-/// A Redis stand-in that answers `+OK` to every command until it is
-/// aborted, after which nothing listens on its port.
-async fn short_lived_redis() -> (String, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("redis://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            connections.spawn(async move {
-                let mut pending = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let n = match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    pending.extend_from_slice(&buf[..n]);
-                    while let Some(used) = resp_command_len(&pending) {
-                        pending.drain(..used);
-                        if socket.write_all(b"+OK\r\n").await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (url, server)
-}
-
-/// The length of the first complete RESP command (`*N` bulk strings) in
-/// `buf`, if there is one.
-fn resp_command_len(buf: &[u8]) -> Option<usize> {
-    fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
-        let end = buf[at..].windows(2).position(|w| w == b"\r\n")? + at;
-        Some((&buf[at..end], end + 2))
-    }
-    let (header, mut at) = line(buf, 0)?;
-    let count: usize = std::str::from_utf8(header.strip_prefix(b"*")?)
-        .ok()?
-        .parse()
-        .ok()?;
-    for _ in 0..count {
-        let (len, next) = line(buf, at)?;
-        let len: usize = std::str::from_utf8(len.strip_prefix(b"$")?)
-            .ok()?
-            .parse()
-            .ok()?;
-        at = next + len + 2;
-        if at > buf.len() {
-            return None;
-        }
-    }
-    Some(at)
-}
-
 #[tokio::test]
 async fn requests_are_served_from_the_database_when_the_cache_is_down() {
     let b = Backends::new();
     // `Cache::connect` needs Redis to answer at start-up, so connect to a
     // stand-in and take it away before the catalog serves anything.
-    let (url, redis) = short_lived_redis().await;
+    let (url, redis) = redis_stand_in::start().await;
     let cache = Cache::connect(&CacheUrl::Redis(url), &b.tag)
         .await
         .expect("connects while the stand-in answers");

@@ -375,3 +375,39 @@ async fn serves_merged_api_docs_and_metrics() {
     assert!(metrics.contains("http_requests_total"), "{metrics}");
     assert!(metrics.contains("service=\"gateway\""));
 }
+
+/// A kept copy is served only while the shared cache confirms its
+/// generation; once the cache stops answering, the gateway asks the service
+/// (`serve` gives nothing back) instead of failing or trusting the copy.
+#[tokio::test]
+async fn kept_copies_are_not_served_when_the_shared_cache_stops_answering() {
+    use emporium_tests::redis_stand_in;
+    use gateway::edge_cache::EdgeCache;
+    use kit::edge_cache::Validity;
+
+    let (url, redis) = redis_stand_in::start().await;
+    let shared = kit::cache::Cache::connect(&kit::config::CacheUrl::Redis(url), "shop")
+        .await
+        .expect("connects while the stand-in answers");
+    let edge = EdgeCache::new(shared.clone(), 1024 * 1024);
+    let validity = Validity {
+        generation_key: shared.key("catalog:generation"),
+        generation: redis_stand_in::GENERATION,
+        max_age: Duration::from_secs(60),
+    };
+    let upstream = axum::response::IntoResponse::into_response("{\"price\":1}");
+    edge.keep("/api/v1/products/1".into(), validity, upstream)
+        .await;
+    let copy = edge
+        .serve("/api/v1/products/1")
+        .await
+        .expect("served while the cache vouches for it");
+    assert_eq!(copy.status(), 200);
+
+    redis.abort();
+    let _ = redis.await;
+    assert!(
+        edge.serve("/api/v1/products/1").await.is_none(),
+        "with the cache gone the request must go to the service"
+    );
+}

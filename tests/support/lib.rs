@@ -8,6 +8,7 @@
 //! in real mode fails the test: a backend is never silently skipped.
 
 pub mod mailpit;
+pub mod redis_stand_in;
 pub mod shop;
 
 use kit::cache::Cache;
