@@ -7,6 +7,8 @@
 //! from the copy, still returns the same number, and never longer than
 //! `max-age`. A service that changes what the response shows sets a new
 //! generation before it answers the change, so no copy outlives it.
+//! A service marks only responses that are the same for every caller: the
+//! gateway keys its copies by path and query alone.
 
 use std::time::Duration;
 
