@@ -66,12 +66,15 @@ pub struct CatalogCache {
     /// process does not read the cache, which may still hold what the write
     /// replaced. Zero when the cache is trusted.
     distrust_until: Arc<AtomicI64>,
+    /// The generation's full key, as the gateway is told it.
+    generation_key: Arc<str>,
 }
 
 impl CatalogCache {
     /// `store` should be namespaced for the catalog (`cache.scoped("catalog")`).
     pub fn new(store: Cache, mode: CacheMode, ttl: Duration) -> Self {
         Self {
+            generation_key: store.key(GENERATION).into(),
             store: (mode == CacheMode::On).then_some(store),
             ttl,
             distrust_until: Arc::default(),
@@ -116,24 +119,28 @@ impl CatalogCache {
         let Some(store) = self.readable() else {
             return Ok(bypass(load().await?));
         };
-        let generation =
-            match tokio::time::timeout(OPERATION_TIMEOUT, store.generation(GENERATION)).await {
-                Ok(Ok(Some(g))) => g,
-                Ok(Ok(None)) => {
-                    self.start_generation().await;
-                    return Ok(bypass(load().await?));
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "catalog cache unavailable; reading the database");
-                    return Ok(bypass(load().await?));
-                }
-                Err(_) => {
-                    tracing::warn!("catalog cache timed out; reading the database");
-                    return Ok(bypass(load().await?));
-                }
-            };
+        let generation = match tokio::time::timeout(
+            OPERATION_TIMEOUT,
+            store.generation_at(&self.generation_key),
+        )
+        .await
+        {
+            Ok(Ok(Some(g))) => g,
+            Ok(Ok(None)) => {
+                self.start_generation().await;
+                return Ok(bypass(load().await?));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "catalog cache unavailable; reading the database");
+                return Ok(bypass(load().await?));
+            }
+            Err(_) => {
+                tracing::warn!("catalog cache timed out; reading the database");
+                return Ok(bypass(load().await?));
+            }
+        };
         let validity = Some(Validity {
-            generation_key: store.key(GENERATION),
+            generation_key: self.generation_key.to_string(),
             generation,
             max_age: self.ttl,
         });
