@@ -113,7 +113,7 @@ impl Backend {
         match self {
             Backend::Postgres => format!("{WORK_DIR}/pg-{POSTGRES_PORT}.log"),
             Backend::Redis => format!("{WORK_DIR}/redis-{REDIS_PORT}.log"),
-            Backend::RabbitMq => "in /var/log/rabbitmq/ (Debian)".to_owned(),
+            Backend::RabbitMq => format!("in {WORK_DIR}/rabbitmq/log/"),
         }
     }
 
@@ -554,9 +554,28 @@ fn start_rabbitmq() -> Result<()> {
         "starting rabbitmq-server on 127.0.0.1:5672 (takes a few seconds)",
     );
     let started = Instant::now();
+    // A fresh node every time, in a directory of its own: a test broker
+    // keeps nothing worth keeping, and the queues earlier runs left behind
+    // (their `x-expires` only counts while the broker runs) pile up until
+    // recovering them at boot takes minutes.
+    let base = Path::new(WORK_DIR).join("rabbitmq");
+    if base.exists() {
+        std::fs::remove_dir_all(&base)
+            .with_context(|| format!("cannot clear {}", base.display()))?;
+    }
+    for dir in ["mnesia", "log"] {
+        std::fs::create_dir_all(base.join(dir))
+            .with_context(|| format!("cannot create {}", base.join(dir).display()))?;
+    }
+    // Debian's rabbitmq-server switches to the `rabbitmq` user when run as root.
+    if is_root() && cmd::succeeds(Command::new("id").arg("rabbitmq")) {
+        cmd::run(Command::new("chown").args(["-R", "rabbitmq:"]).arg(&base))?;
+    }
     cmd::run(
         Command::new(cmd::find("rabbitmq-server").context("rabbitmq-server is not installed")?)
             .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_MNESIA_BASE", base.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", base.join("log"))
             // Idle Erlang schedulers spin before they sleep; on a machine
             // whose few cores the tests and services share, that spinning
             // takes CPU from everyone else.
@@ -577,8 +596,9 @@ fn start_rabbitmq() -> Result<()> {
     while !cmd::succeeds(Command::new(&rabbitmqctl).arg("await_startup")) {
         if started.elapsed() > Backend::RabbitMq.ready_timeout() {
             bail!(
-                "RabbitMQ did not finish booting within {}s; see /var/log/rabbitmq/ and `rabbitmqctl status`",
-                Backend::RabbitMq.ready_timeout().as_secs()
+                "RabbitMQ did not finish booting within {}s; see its log {} and `rabbitmqctl status`",
+                Backend::RabbitMq.ready_timeout().as_secs(),
+                Backend::RabbitMq.log_location()
             );
         }
         std::thread::sleep(Duration::from_secs(1));
