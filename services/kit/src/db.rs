@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
+use sqlx::postgres::PgListener;
 use sqlx::{Any, AnyPool, Executor, Transaction};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::DatabaseUrl;
 
@@ -22,6 +24,8 @@ pub enum Backend {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    /// PostgreSQL's URL, for connections outside the pool (LISTEN).
+    postgres_url: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,7 @@ impl Database {
                 Ok(Self {
                     pool,
                     backend: Backend::Postgres,
+                    postgres_url: Some(u.as_str().into()),
                 })
             }
             DatabaseUrl::Sqlite(u) => {
@@ -97,6 +102,7 @@ impl Database {
                 Ok(Self {
                     pool,
                     backend: Backend::Sqlite,
+                    postgres_url: None,
                 })
             }
         }
@@ -139,6 +145,68 @@ impl Database {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Tell every listener on `channel` (in any process) `payload` once
+    /// `tx` commits: PostgreSQL's NOTIFY. Nothing on SQLite, which only one
+    /// process uses: it tells its own waiters in memory.
+    pub async fn notify(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        channel: &str,
+        payload: &str,
+    ) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Hand the payload of every notice on `channel` to `on_notice` until
+    /// `shutdown`, reconnecting after failures (notices sent meanwhile are
+    /// lost: listeners must not depend on them alone). `None` on SQLite.
+    pub fn listen(
+        &self,
+        channel: &'static str,
+        on_notice: impl Fn(&str) + Send + 'static,
+        shutdown: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let url = self.postgres_url.clone()?;
+        Some(tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            while !shutdown.is_cancelled() {
+                let listening = async {
+                    let mut listener = PgListener::connect(&url).await?;
+                    listener.listen(channel).await?;
+                    Ok::<_, sqlx::Error>(listener)
+                };
+                let failure = match listening.await {
+                    Ok(mut listener) => {
+                        backoff = Duration::from_millis(200);
+                        loop {
+                            tokio::select! {
+                                notice = listener.recv() => match notice {
+                                    Ok(n) => on_notice(n.payload()),
+                                    Err(e) => break e,
+                                },
+                                () = shutdown.cancelled() => return,
+                            }
+                        }
+                    }
+                    Err(e) => e,
+                };
+                tracing::warn!(%channel, error = %failure, "cannot listen for database notices; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }))
     }
 }
 

@@ -13,5 +13,6 @@ pub mod http;
 pub mod json;
 pub mod problem;
 pub mod telemetry;
+pub mod watch;
 
 pub use problem::{FieldError, Problem};

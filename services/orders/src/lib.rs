@@ -19,6 +19,7 @@ use kit::auth::TokenVerifier;
 use kit::db::Database;
 use kit::events::{EventBus, Outbox, OutboxRelay};
 use kit::health::ReadinessCheck;
+use kit::watch::Watchers;
 use tokio_util::sync::CancellationToken;
 
 pub use config::OrdersConfig;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub verifier: Arc<TokenVerifier>,
     pub peers: clients::Peers,
     pub settings: Arc<Settings>,
+    /// Readers waiting for an order to settle (`GET /orders/{id}?wait=`).
+    pub status_watch: Arc<Watchers<uuid::Uuid, domain::OrderStatus>>,
 }
 
 impl FromRef<AppState> for Arc<TokenVerifier> {
@@ -107,6 +110,7 @@ impl Orders {
             verifier,
             peers: clients::Peers::new(peers.cart, peers.catalog, settings.peer_timeout),
             settings: Arc::new(settings),
+            status_watch: Watchers::new(),
         };
         let checks = vec![ReadinessCheck::database(&db), ReadinessCheck::events(&bus)];
         let router = kit::http::with_standard_layers(
@@ -134,6 +138,10 @@ impl Orders {
             self.state.outbox.clone(),
         );
         handles.push(tokio::spawn(relay.run(shutdown.clone())));
+        handles.extend(lifecycle::listen_for_status_changes(
+            &self.state,
+            shutdown.clone(),
+        ));
         handles.push(tokio::spawn(lifecycle::sweep_payment_timeouts(
             self.state.clone(),
             self.state.settings.timeout_sweep_every,

@@ -39,6 +39,32 @@ pub struct Change<'a> {
     pub owner: Option<Uuid>,
 }
 
+/// The database channel on which every status change is announced as
+/// `"{order id} {status}"`.
+pub const STATUS_CHANNEL: &str = "emporium_order_status";
+
+/// Wake this replica's waiting readers when another replica changes an
+/// order (PostgreSQL only: on SQLite every change is made in this process).
+pub fn listen_for_status_changes(
+    state: &AppState,
+    shutdown: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let watch = state.status_watch.clone();
+    state.db.listen(
+        STATUS_CHANNEL,
+        move |payload| {
+            let parsed = payload
+                .split_once(' ')
+                .and_then(|(id, status)| Some((id.parse::<Uuid>().ok()?, status.parse().ok()?)));
+            match parsed {
+                Some((id, status)) => watch.announce(&id, status),
+                None => tracing::warn!(%payload, "unreadable order status notice"),
+            }
+        },
+        shutdown,
+    )
+}
+
 pub async fn apply(state: &AppState, change: Change<'_>) -> Result<Applied> {
     let mut tx = state.db.begin().await?;
     if let Some(event) = change.cause
@@ -77,6 +103,15 @@ pub async fn apply(state: &AppState, change: Change<'_>) -> Result<Applied> {
     if change.next == OrderStatus::Confirmed {
         updated.paid_at = Some(now);
     }
+    // Readers waiting on other replicas hear of it from the database.
+    state
+        .db
+        .notify(
+            &mut tx,
+            STATUS_CHANNEL,
+            &format!("{} {}", updated.id, updated.status),
+        )
+        .await?;
     if let Some(event_type) = change.next.event_type() {
         let payload = if change.next == OrderStatus::Cancelled {
             OrderChanged::new(&updated, change.reason, Some(was_paid))
@@ -88,6 +123,7 @@ pub async fn apply(state: &AppState, change: Change<'_>) -> Result<Applied> {
     }
     tx.commit().await?;
     state.outbox.notify_committed();
+    state.status_watch.announce(&updated.id, updated.status);
     metrics::counter!("order_transitions_total", "to" => change.next.as_str()).increment(1);
     tracing::info!(order_id = %updated.id, status = %updated.status, reason = change.reason.unwrap_or(""), "order status changed");
     Ok(Applied::Changed(Box::new(updated)))

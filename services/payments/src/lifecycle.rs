@@ -147,37 +147,45 @@ pub async fn record_order(state: &AppState, event: &Envelope) -> Result<Applied>
 pub async fn charge_order(state: &AppState, event: &Envelope) -> Result<Applied> {
     let reserved: StockReserved = payload(event)?;
     let pool = state.db.pool();
-    if storage::already_handled(pool, CONSUMER, event.id).await? {
-        return Ok(Applied::Duplicate);
-    }
-    let Some(mut payment) = payments::by_order(pool, reserved.order_id).await? else {
-        // order.placed travels on another queue and may come later.
-        return Err(PaymentsError::Retry(format!(
-            "no payment recorded for order {} yet (order.placed not consumed)",
-            reserved.order_id
-        )));
-    };
     // Mark the charge as in flight *before* calling the provider, so a
-    // cancellation from now on knows it may have to refund.
-    if payment.status == PaymentStatus::Pending {
-        let moved = payments::transition(
+    // cancellation from now on knows it may have to refund. That is the
+    // usual case, one statement; anything else needs a closer look.
+    let mut attempts = 0;
+    let payment = loop {
+        attempts += 1;
+        let moved = payments::transition_order(
             pool,
-            payment.id,
+            reserved.order_id,
             PaymentStatus::Pending,
             PaymentStatus::Processing,
             now_millis(),
         )
         .await?;
-        payment = match moved {
-            true => PaymentRecord {
-                status: PaymentStatus::Processing,
-                ..payment
-            },
-            false => payments::by_order(pool, reserved.order_id)
-                .await?
-                .ok_or_else(|| PaymentsError::Retry("the payment vanished".into()))?,
-        };
-    }
+        if let Some(payment) = moved {
+            break payment;
+        }
+        if storage::already_handled(pool, CONSUMER, event.id).await? {
+            return Ok(Applied::Duplicate);
+        }
+        match payments::by_order(pool, reserved.order_id).await? {
+            // order.placed (another queue) was recorded just now: move it.
+            Some(p) if p.status == PaymentStatus::Pending && attempts < 3 => continue,
+            Some(p) if p.status == PaymentStatus::Pending => {
+                return Err(PaymentsError::Retry(format!(
+                    "the payment of order {} keeps changing",
+                    reserved.order_id
+                )));
+            }
+            Some(p) => break p,
+            // order.placed travels on another queue and may come later.
+            None => {
+                return Err(PaymentsError::Retry(format!(
+                    "no payment recorded for order {} yet (order.placed not consumed)",
+                    reserved.order_id
+                )));
+            }
+        }
+    };
     if payment.status != PaymentStatus::Processing {
         // Cancelled before it was charged, or settled already: nothing to do.
         tracing::info!(order_id = %payment.order_id, status = %payment.status, "not charging");
@@ -204,7 +212,7 @@ pub async fn charge_order(state: &AppState, event: &Envelope) -> Result<Applied>
     };
     metrics::counter!("payments_charges_total", "provider" => state.provider.name(), "outcome" => outcome.label())
         .increment(1);
-    apply_charge_outcome(state, payment.order_id, outcome, Claim::Event(event)).await
+    apply_charge_outcome(state, &payment, outcome, Claim::Event(event)).await
 }
 
 fn refund_request(payment: &PaymentRecord, provider_payment_id: &str) -> RefundRequest {
@@ -217,18 +225,18 @@ fn refund_request(payment: &PaymentRecord, provider_payment_id: &str) -> RefundR
 }
 
 /// Settle a charge from the provider's synchronous answer or its webhook,
-/// whichever comes first; the later one changes nothing.
+/// whichever comes first; the later one changes nothing. `before` is the
+/// payment as read before the provider was asked or answered.
 async fn apply_charge_outcome(
     state: &AppState,
-    order_id: Uuid,
+    before: &PaymentRecord,
     outcome: ChargeOutcome,
     claim: Claim<'_>,
 ) -> Result<Applied> {
-    let before = payments::by_order(state.db.pool(), order_id)
-        .await?
-        .ok_or_else(|| PaymentsError::Retry(format!("no payment for order {order_id}")))?;
+    let order_id = before.order_id;
     // Cancelled while the charge was in flight: refund the success at once,
-    // before committing anything.
+    // before committing anything. A cancellation seen only under the lock
+    // below makes this step start over, refund included.
     let refund = match &outcome {
         ChargeOutcome::Succeeded { payment_id }
             if before.status.awaits_charge_outcome() && before.cancel_requested_at.is_some() =>
@@ -236,7 +244,7 @@ async fn apply_charge_outcome(
             Some(
                 state
                     .provider
-                    .refund(&refund_request(&before, payment_id))
+                    .refund(&refund_request(before, payment_id))
                     .await?,
             )
         }
@@ -534,7 +542,7 @@ pub async fn apply_provider_event(
                 let outcome = ChargeOutcome::Succeeded {
                     payment_id: payment_id.clone(),
                 };
-                apply_charge_outcome(state, p.order_id, outcome, claim).await?
+                apply_charge_outcome(state, &p, outcome, claim).await?
             }
             None => unknown_payment(state, claim, event).await?,
         },
@@ -548,7 +556,7 @@ pub async fn apply_provider_event(
                     payment_id: Some(payment_id.clone()),
                     reason: reason.clone(),
                 };
-                apply_charge_outcome(state, p.order_id, outcome, claim).await?
+                apply_charge_outcome(state, &p, outcome, claim).await?
             }
             None => unknown_payment(state, claim, event).await?,
         },

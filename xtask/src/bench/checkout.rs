@@ -1,7 +1,8 @@
 //! `cargo xtask bench checkout`: the whole shop as seven release processes
 //! (`emporium serve …`) on real PostgreSQL, Redis and RabbitMQ, and N
 //! simulated customers who add a product to their cart, place an order
-//! (with an Idempotency-Key) and poll it until it is confirmed. Measured
+//! (with an Idempotency-Key) and wait until it is confirmed, reading it
+//! with `?wait=` as a checkout page does (or polling, `--wait-secs 0`). Measured
 //! at saturation (customers back to back) and at half of that rate
 //! (customers paced); figures are printed, never asserted.
 //!
@@ -54,6 +55,8 @@ struct Options {
     customers: usize,
     seconds: u64,
     poll: Duration,
+    /// Read orders with `?wait=` this many seconds; 0: poll every `poll`.
+    wait_secs: u64,
     webhook_delay_ms: u64,
 }
 
@@ -63,6 +66,7 @@ impl Options {
             customers: 64,
             seconds: 20,
             poll: Duration::from_millis(25),
+            wait_secs: 10,
             webhook_delay_ms: 150,
         };
         let mut args = args.iter();
@@ -81,10 +85,11 @@ impl Options {
                 "--customers" => o.customers = usize::try_from(value("--customers", false)?)?,
                 "--seconds" => o.seconds = value("--seconds", false)?,
                 "--poll-ms" => o.poll = Duration::from_millis(value("--poll-ms", false)?),
+                "--wait-secs" => o.wait_secs = value("--wait-secs", true)?,
                 "--webhook-delay-ms" => o.webhook_delay_ms = value("--webhook-delay-ms", true)?,
                 other => bail!(
                     "unknown argument `{other}` for `cargo xtask bench checkout` \
-                     (--customers N, --seconds S, --poll-ms MS, --webhook-delay-ms MS)"
+                     (--customers N, --seconds S, --wait-secs S, --poll-ms MS, --webhook-delay-ms MS)"
                 ),
             }
         }
@@ -271,6 +276,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         .into_iter()
         .map(|s| (s, databases[s].url.as_str()))
         .collect();
+    let reading = match options.wait_secs {
+        0 => Reading::Poll(options.poll),
+        secs => Reading::Wait(secs),
+    };
     let mut run_phase = |label: &'static str, seconds: u64, rate: Option<f64>| -> Result<Phase> {
         let start = Instant::now() + Duration::from_millis(200);
         let end = start + Duration::from_secs(seconds);
@@ -283,7 +292,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                 sleep_until(end);
                 Ok((c0, s0, commits()?, cpu.sample()))
             });
-            let outcomes = drive(&mut customers, &shop, label, start, end, rate, options.poll);
+            let outcomes = drive(&mut customers, &shop, label, start, end, rate, reading);
             (outcomes, sampler.join())
         });
         let (c0, s0, c1, s1) =
@@ -347,7 +356,18 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     drop(vhost);
     drop(redis);
     drop(databases);
-    scratch.success();
+    // Keep the services' logs when the shop did not work, to see why.
+    if saturated.not_confirmed + halved.not_confirmed == 0 {
+        scratch.success();
+    } else {
+        cmd::step(
+            "bench",
+            format!(
+                "some orders were never confirmed; the services' logs stay in {}",
+                scratch.path.display()
+            ),
+        );
+    }
 
     println!();
     println!(
@@ -356,12 +376,19 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         options.customers,
         cores()
     );
+    let how_customers_read = match reading {
+        Reading::Wait(secs) => format!(
+            "customers read their order with ?wait={secs}, so the shop answers once it is settled"
+        ),
+        Reading::Poll(first) => format!(
+            "customers poll their order after {} ms, then 1.5x less often, at most every {} ms",
+            first.as_millis(),
+            (first * 4).as_millis()
+        ),
+    };
     println!(
-        "(sandbox payments: webhook {} ms after the charge, 20% delivered twice; customers poll their \
-         order after {} ms, then 1.5x less often, at most every {} ms)",
+        "(sandbox payments: webhook {} ms after the charge, 20% delivered twice; {how_customers_read})",
         options.webhook_delay_ms,
-        options.poll.as_millis(),
-        (options.poll * 4).as_millis()
     );
     saturated.print(&format!(
         "at saturation ({} customers back to back, {} s)",
@@ -808,7 +835,7 @@ struct Outcome {
 }
 
 /// Every customer, for `length`: add a random product, place the order,
-/// poll until it is confirmed or cancelled. Back to back without `rate`;
+/// read it until it is confirmed or cancelled. Back to back without `rate`;
 /// otherwise each customer starts orders on a schedule so that all of them
 /// together offer `rate` orders/s (starting late when the previous order
 /// took longer than its slot). In-flight orders are finished.
@@ -819,7 +846,7 @@ fn drive(
     start: Instant,
     end: Instant,
     rate: Option<f64>,
-    poll: Duration,
+    reading: Reading,
 ) -> Result<(Instant, Instant, Vec<Outcome>)> {
     let n = customers.len();
     let pid = std::process::id();
@@ -848,7 +875,7 @@ fn drive(
                         }
                         k += 1;
                         let key = format!("bench-{pid}-{phase}-{}-{k}", customer.index);
-                        outcomes.push(one_order(customer, shop, &key, poll)?);
+                        outcomes.push(one_order(customer, shop, &key, reading)?);
                     }
                     Ok(outcomes)
                 })
@@ -869,7 +896,16 @@ fn drive(
     Ok((start, end, all))
 }
 
-fn one_order(c: &mut Customer, shop: &Shop, key: &str, poll: Duration) -> Result<Outcome> {
+/// How customers learn that their order is settled.
+#[derive(Clone, Copy)]
+enum Reading {
+    /// `GET /orders/{id}?wait=S`: the shop answers once it is settled.
+    Wait(u64),
+    /// Poll after this long, then 1.5× less often, at most every 4×.
+    Poll(Duration),
+}
+
+fn one_order(c: &mut Customer, shop: &Shop, key: &str, reading: Reading) -> Result<Outcome> {
     let token = c.token.clone();
     let product = shop.products[c.random(shop.products.len())].clone();
     let add = json!({"product_id": product, "quantity": 1});
@@ -923,15 +959,23 @@ fn one_order(c: &mut Customer, shop: &Shop, key: &str, poll: Duration) -> Result
         .as_str()
         .context("order without id")?
         .to_owned();
-    let path = format!("/api/v1/orders/{id}");
-    // Like a checkout page: poll soon, then less and less often (x1.5,
+    let path = match reading {
+        Reading::Wait(secs) => format!("/api/v1/orders/{id}?wait={secs}"),
+        Reading::Poll(_) => format!("/api/v1/orders/{id}"),
+    };
+    // Polling like a checkout page: soon, then less and less often (x1.5,
     // up to four times the first wait), so slow orders do not flood the
     // shop with reads.
-    let mut wait = poll;
+    let mut pause = match reading {
+        Reading::Wait(_) => Duration::ZERO,
+        Reading::Poll(first) => first,
+    };
     let mut polls = 0;
     loop {
-        std::thread::sleep(wait);
-        wait = (wait.mul_f64(1.5)).min(poll * 4);
+        if let Reading::Poll(first) = reading {
+            std::thread::sleep(pause);
+            pause = (pause.mul_f64(1.5)).min(first * 4);
+        }
         polls += 1;
         let order = expect(
             "reading an order",

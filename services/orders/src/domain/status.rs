@@ -55,6 +55,11 @@ impl OrderStatus {
         )
     }
 
+    /// Is checkout over: paid (confirmed or later) or cancelled?
+    pub fn is_settled(self) -> bool {
+        !matches!(self, OrderStatus::Pending | OrderStatus::AwaitingPayment)
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(self, OrderStatus::Delivered | OrderStatus::Cancelled)
     }

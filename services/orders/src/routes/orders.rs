@@ -6,6 +6,8 @@ use kit::auth::AuthUser;
 use kit::json::{ApiJson, ApiQuery};
 use kit::problem::ProblemBody;
 use kit::{FieldError, Problem};
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -106,7 +108,18 @@ async fn place(
         headers.get("idempotency-key").and_then(|v| v.to_str().ok()),
     )?;
     let (status, order) = checkout::place_order(&state, &user, bearer(&headers), key, req).await?;
-    Ok((status, Json(load_view(&state, order).await?)))
+    let view = if status == StatusCode::CREATED {
+        // Just placed: its history is its one entry, no need to read it.
+        let placed = HistoryEntry {
+            status: order.status,
+            reason: None,
+            at: order.created_at,
+        };
+        view(order, vec![placed])
+    } else {
+        load_view(&state, order).await?
+    };
+    Ok((status, Json(view)))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -192,18 +205,58 @@ fn order_id(raw: &str) -> Result<Uuid> {
     Uuid::parse_str(raw).map_err(|_| OrderError::NotFound)
 }
 
-/// One order: the caller's own (another customer's is a 404), or any for admins.
-#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders",
-    responses((status = 200, body = OrderView), (status = 404, body = ProblemBody)))]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    /// While the order is `pending` or `awaiting_payment`, hold the answer
+    /// until it is settled (confirmed or later, or cancelled), for at most
+    /// this many seconds (0 to 10; default 0: answer at once). A checkout
+    /// page asks once instead of polling.
+    wait: Option<u64>,
+}
+
+/// The longest a read may wait: well inside the gateway's upstream timeout.
+const MAX_WAIT_SECS: u64 = 10;
+/// A waiting read looks at the database again this often even without a
+/// notice, in case the notice was lost (a database reconnect).
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// One order: the caller's own (another customer's is a 404), or any for
+/// admins; with `wait`, once it is settled.
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders", params(ReadQuery),
+    responses((status = 200, body = OrderView), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)))]
 async fn get_one(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ReadQuery>,
 ) -> Result<Json<OrderView>> {
-    let (order, history) = store::by_id_with_history(state.db.pool(), order_id(&id)?)
-        .await?
-        .filter(|(o, _)| o.customer_id == user.id || user.has_permission(MANAGE))
-        .ok_or(OrderError::NotFound)?;
+    let wait = q.wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(OrderError::Validation(vec![FieldError::new(
+            "wait",
+            format!("must be between 0 and {MAX_WAIT_SECS} seconds"),
+        )]));
+    }
+    let id = order_id(&id)?;
+    // Watch before reading, so a change in between is not missed.
+    let mut watch = (wait > 0).then(|| state.status_watch.watch(id));
+    let read = || async {
+        store::by_id_with_history(state.db.pool(), id)
+            .await?
+            .filter(|(o, _)| o.customer_id == user.id || user.has_permission(MANAGE))
+            .ok_or(OrderError::NotFound)
+    };
+    let mut found = read().await?;
+    if let Some(watch) = watch.as_mut() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+        while !found.0.status.is_settled() && tokio::time::Instant::now() < deadline {
+            let recheck = deadline.min(tokio::time::Instant::now() + RECHECK);
+            let _ = tokio::time::timeout_at(recheck, watch.until(|s| s.is_settled())).await;
+            found = read().await?;
+        }
+    }
+    let (order, history) = found;
     Ok(Json(view(order, history)))
 }
 

@@ -135,6 +135,31 @@ pub async fn by_provider_payment_id<'e>(
         .transpose()
 }
 
+/// Move the order's payment from `from` to `to` and return it as it now
+/// is; `None` if it is missing or no longer in `from`.
+pub async fn transition_order<'e>(
+    db: impl Executor<'e, Database = Any>,
+    order_id: Uuid,
+    from: PaymentStatus,
+    to: PaymentStatus,
+    now: i64,
+) -> Result<Option<PaymentRecord>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE payments SET status = $1, updated_at = $2 WHERE order_id = $3 AND status = $4 \
+         RETURNING {COLUMNS}"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(to.as_str())
+        .bind(now)
+        .bind(order_id.to_string())
+        .bind(from.as_str())
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
 /// Move a payment from `from` to `to`; `false` if it was no longer in
 /// `from` (someone else moved it first).
 pub async fn transition<'e>(
