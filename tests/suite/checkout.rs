@@ -499,6 +499,30 @@ impl Drop for Running {
 /// at all: nobody ever charges an order, as when the provider never
 /// answers, so every order waits for its payment until `payment_timeout`.
 async fn shop_without_payments(b: &Backends, payment_timeout: Duration) -> (Shop, Running) {
+    let (shop, running, _) = shop_without_payments_with(
+        b,
+        orders::Settings {
+            payment_timeout,
+            timeout_sweep_every: Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .await;
+    (shop, running)
+}
+
+/// Where a second orders replica finds what the first one uses.
+struct OrdersPeers {
+    db: kit::config::DatabaseUrl,
+    cart: url::Url,
+    catalog: url::Url,
+    verifier: Arc<kit::auth::TokenVerifier>,
+}
+
+async fn shop_without_payments_with(
+    b: &Backends,
+    orders_settings: orders::Settings,
+) -> (Shop, Running, OrdersPeers) {
     let (catalog_listener, catalog_url) = listen().await;
     let (cart_listener, cart_url) = listen().await;
     let (orders_listener, orders_url) = listen().await;
@@ -572,19 +596,24 @@ async fn shop_without_payments(b: &Backends, payment_timeout: Duration) -> (Shop
         shutdown.clone(),
     ));
 
+    let orders_db = b.database_url("orders").await;
+    let peers = OrdersPeers {
+        db: orders_db.clone(),
+        cart: cart_url.clone(),
+        catalog: catalog_url.clone(),
+        verifier: verifier.clone(),
+    };
     let orders = orders::Orders::build(
-        orders::Settings {
-            payment_timeout,
-            timeout_sweep_every: Duration::from_millis(200),
-            ..Default::default()
-        },
+        orders_settings,
         verifier,
         orders::PeerUrls {
             cart: cart_url,
             catalog: catalog_url,
         },
         orders::Backends {
-            db: b.database("orders").await,
+            db: kit::db::Database::connect(&orders_db)
+                .await
+                .expect("connect to the orders database"),
             bus: shop.bus.clone(),
         },
     )
@@ -599,7 +628,7 @@ async fn shop_without_payments(b: &Backends, payment_timeout: Duration) -> (Shop
         orders.router,
         shutdown.clone(),
     ));
-    (shop, Running(shutdown))
+    (shop, Running(shutdown), peers)
 }
 
 // ---------------------------------------------------------------- tests
@@ -994,6 +1023,146 @@ async fn an_order_never_paid_is_cancelled_when_its_time_is_up() {
     cat.wait_for_stock(jar, 6, "the reserved jars to be released")
         .await;
     wait_for_empty_cart(&shop, &hal.token, SETTLE).await;
+}
+
+/// A read of an order with `?wait=10` at `url` (through the gateway or
+/// straight to one orders replica): what it answered and how long it took.
+fn wait_for_settlement(
+    http: &reqwest::Client,
+    url: String,
+    token: &str,
+) -> tokio::task::JoinHandle<(Value, Duration)> {
+    let request = http.get(url).bearer_auth(token);
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let res = request.send().await.expect("a waiting read");
+        assert_eq!(res.status(), 200, "a waiting read");
+        let body: Value = res.json().await.expect("an order");
+        (body, started.elapsed())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_read_answers_as_soon_as_the_order_settles() {
+    let b = Backends::new();
+    let _broker = broker_shared(&b).await;
+    // No payments service, so orders stay unpaid until cancelled. Waiting
+    // reads look at the database again only after a minute: only the
+    // change itself can end a 10 s wait early.
+    let settings = || orders::Settings {
+        payment_timeout: Duration::from_secs(600),
+        settle_recheck: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let (shop, _services, peers) = shop_without_payments_with(&b, settings()).await;
+    let cat = Catalogue::open(&shop).await;
+    let mug = cat.product("Waiting mug", 900, 10).await;
+    let ida = customer(&shop, "ida").await;
+    add_to_cart(&shop, &ida.token, mug, 1).await;
+    let id = id_of(&checkout(&shop, &ida.token, "pm_card_visa").await);
+    wait_for_status(&shop, &ida.token, id, "awaiting_payment").await;
+
+    for bad in ["11", "-1", "soon"] {
+        let refused = get(
+            &shop,
+            &format!("/api/v1/orders/{id}?wait={bad}"),
+            &ida.token,
+        )
+        .await;
+        assert!(
+            matches!(refused.status, 400 | 422) && refused.body.to_string().contains("wait"),
+            "wait={bad}: {} {}",
+            refused.status,
+            refused.body
+        );
+    }
+
+    // Still unpaid when the wait is over: the answer says so.
+    let started = std::time::Instant::now();
+    let unsettled = get(&shop, &format!("/api/v1/orders/{id}?wait=1"), &ida.token)
+        .await
+        .expect(200, "a read waiting one second");
+    assert_eq!(unsettled["status"], "awaiting_payment");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "answered before its wait was over"
+    );
+
+    // Cancelled while a read waits: the read answers with the change.
+    let waiting = wait_for_settlement(
+        &shop.http,
+        shop.url(&format!("/api/v1/orders/{id}?wait=10")),
+        &ida.token,
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    post(
+        &shop,
+        &format!("/api/v1/orders/{id}/cancel"),
+        &ida.token,
+        json!({}),
+    )
+    .await
+    .expect(200, "cancel");
+    let (seen, took) = waiting.await.unwrap();
+    assert_eq!(seen["status"], "cancelled", "{seen:#}");
+    assert!(
+        took < Duration::from_secs(9),
+        "the read waited out its 10 s instead of answering at the change ({took:?})"
+    );
+
+    // A read waiting on another replica hears of the change through the
+    // database. SQLite is one process's database: replicas need PostgreSQL.
+    if let BackendSet::Real { .. } = &b.set {
+        let shutdown = CancellationToken::new();
+        let _stop = Running(shutdown.clone());
+        let second = orders::Orders::build(
+            settings(),
+            peers.verifier.clone(),
+            orders::PeerUrls {
+                cart: peers.cart.clone(),
+                catalog: peers.catalog.clone(),
+            },
+            orders::Backends {
+                db: kit::db::Database::connect(&peers.db)
+                    .await
+                    .expect("the second replica connects"),
+                bus: shop.bus.clone(),
+            },
+        )
+        .await
+        .expect("a second orders replica starts");
+        second
+            .spawn_workers(shutdown.clone())
+            .await
+            .expect("the second replica's workers");
+        let (listener, second_url) = listen().await;
+        tokio::spawn(kit::http::serve(listener, second.router, shutdown.clone()));
+
+        add_to_cart(&shop, &ida.token, mug, 1).await;
+        let other = id_of(&checkout(&shop, &ida.token, "pm_card_visa").await);
+        wait_for_status(&shop, &ida.token, other, "awaiting_payment").await;
+        let waiting = wait_for_settlement(
+            &shop.http,
+            format!("{second_url}api/v1/orders/{other}?wait=10"),
+            &ida.token,
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Through the gateway, to the first replica.
+        post(
+            &shop,
+            &format!("/api/v1/orders/{other}/cancel"),
+            &ida.token,
+            json!({}),
+        )
+        .await
+        .expect(200, "cancel on the first replica");
+        let (seen, took) = waiting.await.unwrap();
+        assert_eq!(seen["status"], "cancelled", "{seen:#}");
+        assert!(
+            took < Duration::from_secs(9),
+            "the second replica's read was not told of the change ({took:?})"
+        );
+    }
 }
 
 #[tokio::test]

@@ -88,17 +88,10 @@ impl<K: Eq + Hash, V> Watch<K, V> {
 impl<K: Eq + Hash, V> Drop for Watch<K, V> {
     fn drop(&mut self) {
         let Some(key) = self.key.take() else { return };
-        let mut waiting = self
-            .owner
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut waiting = self.owner.waiting.lock().unwrap_or_else(|p| p.into_inner());
         // This watch's receiver is still alive here: it is the last one if
         // the count is one. Nobody can subscribe meanwhile (the lock).
-        if waiting
-            .get(&key)
-            .is_some_and(|tx| tx.receiver_count() <= 1)
-        {
+        if waiting.get(&key).is_some_and(|tx| tx.receiver_count() <= 1) {
             waiting.remove(&key);
         }
     }

@@ -31,6 +31,10 @@ pub struct Settings {
     /// How long an order may wait for a successful payment.
     pub payment_timeout: Duration,
     pub timeout_sweep_every: Duration,
+    /// A read waiting for its order to settle looks at the database again
+    /// this often even without a notice (notices are lost while the
+    /// database connection that hears them reconnects).
+    pub settle_recheck: Duration,
     pub peer_timeout: Duration,
     pub request_timeout: Duration,
     pub body_limit_bytes: usize,
@@ -42,6 +46,7 @@ impl Default for Settings {
             pricing: PricingPolicy::default(),
             payment_timeout: Duration::from_secs(15 * 60),
             timeout_sweep_every: Duration::from_secs(5),
+            settle_recheck: Duration::from_secs(1),
             peer_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             body_limit_bytes: 1024 * 1024,

@@ -217,9 +217,6 @@ pub struct ReadQuery {
 
 /// The longest a read may wait: well inside the gateway's upstream timeout.
 const MAX_WAIT_SECS: u64 = 10;
-/// A waiting read looks at the database again this often even without a
-/// notice, in case the notice was lost (a database reconnect).
-const RECHECK: Duration = Duration::from_secs(1);
 
 /// One order: the caller's own (another customer's is a 404), or any for
 /// admins; with `wait`, once it is settled.
@@ -251,7 +248,7 @@ async fn get_one(
     if let Some(watch) = watch.as_mut() {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
         while !found.0.status.is_settled() && tokio::time::Instant::now() < deadline {
-            let recheck = deadline.min(tokio::time::Instant::now() + RECHECK);
+            let recheck = deadline.min(tokio::time::Instant::now() + state.settings.settle_recheck);
             let _ = tokio::time::timeout_at(recheck, watch.until(|s| s.is_settled())).await;
             found = read().await?;
         }
