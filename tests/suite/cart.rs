@@ -859,6 +859,20 @@ async fn get_flags_changed_prices_and_shortages_but_keeps_the_price_seen() {
     );
     assert_eq!(r.body["item_count"], 6);
 
+    // Unchecked (`?check=false`, for callers that ask the catalogue
+    // themselves): the lines as kept, nothing flagged, and it says so.
+    let kept = send(w.cart.request(Method::GET, "/api/v1/cart?check=false", ada))
+        .await
+        .ok();
+    assert_eq!(kept.body["revalidated"], false);
+    for p in [mug, tea, lamp] {
+        assert_eq!(flags(&kept, p), (false, false));
+    }
+    assert_eq!(kept.body["subtotal"], r.body["subtotal"]);
+    send(w.cart.request(Method::GET, "/api/v1/cart?check=maybe", ada))
+        .await
+        .problem(422, "validation");
+
     // More of a line keeps the price it was first added at.
     let r = w.cart.add(ada, mug, 1).await.ok();
     assert_eq!(r.item(mug)["unit_price"]["amount"], 1250);

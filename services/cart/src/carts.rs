@@ -37,6 +37,13 @@ pub async fn view(state: &AppState, owner: CartOwner) -> Result<PricedCart> {
     Ok(revalidated(state, owner, lines).await)
 }
 
+/// The cart as kept, without asking the catalogue: for a caller that asks
+/// the catalogue itself anyway (orders, pricing an order).
+pub async fn kept(state: &AppState, owner: CartOwner) -> Result<PricedCart> {
+    let lines = state.store.lines(owner).await?;
+    Ok(priced(state, owner, lines, None))
+}
+
 /// Put `quantity` more of a product in the cart, if the catalogue has it
 /// for sale and in stock. The line keeps the name and price seen when it
 /// was first added.

@@ -6,10 +6,10 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use kit::Problem;
 use kit::auth::AuthUser;
-use kit::json::ApiJson;
+use kit::json::{ApiJson, ApiQuery};
 use kit::problem::ProblemBody;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -170,14 +170,31 @@ fn product_in_path(id: &str) -> Result<Uuid> {
     Uuid::parse_str(id).map_err(|_| CartError::NotInCart)
 }
 
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ViewQuery {
+    /// `false`: the lines as kept, not checked against the catalogue
+    /// (`revalidated` is then false), for callers that ask the catalogue
+    /// themselves. Default `true`.
+    check: Option<bool>,
+}
+
 /// The cart, each line checked against the catalogue.
 #[utoipa::path(get, path = "/api/v1/cart", tag = "cart", security((), ("bearer" = [])),
-    params(("X-Cart-Id" = Option<Uuid>, Header, description = "A guest's cart id")),
+    params(ViewQuery, ("X-Cart-Id" = Option<Uuid>, Header, description = "A guest's cart id")),
     responses((status = 200, body = CartView, headers(("X-Cart-Id" = Uuid, description = "The guest's cart id"))),
         (status = 400, body = ProblemBody), (status = 401, body = ProblemBody)))]
 #[tracing::instrument(skip_all, err(level = "info", Display))]
-async fn get_cart(State(state): State<AppState>, Shopper(owner): Shopper) -> Result<CartResponse> {
-    Ok(CartResponse::new(owner, carts::view(&state, owner).await?))
+async fn get_cart(
+    State(state): State<AppState>,
+    Shopper(owner): Shopper,
+    ApiQuery(q): ApiQuery<ViewQuery>,
+) -> Result<CartResponse> {
+    let cart = match q.check {
+        Some(false) => carts::kept(&state, owner).await?,
+        _ => carts::view(&state, owner).await?,
+    };
+    Ok(CartResponse::new(owner, cart))
 }
 
 /// Put a product in the cart (or more of it).

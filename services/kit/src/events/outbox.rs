@@ -16,6 +16,9 @@ use crate::clock::now_millis;
 use crate::db::{Backend, Database};
 
 const BATCH: i64 = 100;
+/// How long a relay may take to publish a batch it claimed before another
+/// relay may take it over (publishing it twice, which consumers absorb).
+const LEASE: Duration = Duration::from_secs(10);
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const KEEP_PUBLISHED: Duration = Duration::from_secs(24 * 3600);
 
@@ -109,31 +112,45 @@ impl OutboxRelay {
     }
 
     /// Publish one batch of unsent events; returns how many were sent.
+    ///
+    /// The batch is claimed with a lease in one statement, so several
+    /// replicas relay side by side without sending a row twice, and no
+    /// transaction stays open while the broker confirms. A relay that dies
+    /// holding a lease leaves its rows to the others once it runs out.
     pub async fn relay_batch(&self) -> Result<usize, String> {
-        let mut tx = self.db.begin().await.map_err(|e| e.to_string())?;
-        // Row locks let several replicas relay side by side without sending
-        // the same row twice; SQLite has a single writer anyway.
-        let select = match self.db.backend() {
+        let now = now_millis();
+        // SQLite has a single writer: nothing to skip.
+        let claim = match self.db.backend() {
             Backend::Postgres => {
-                "SELECT id, envelope FROM outbox_events WHERE published_at IS NULL \
-                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+                "UPDATE outbox_events SET claimed_until = $1 WHERE id IN (\
+                 SELECT id FROM outbox_events WHERE published_at IS NULL \
+                 AND (claimed_until IS NULL OR claimed_until < $2) \
+                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING id, envelope"
             }
             Backend::Sqlite => {
-                "SELECT id, envelope FROM outbox_events WHERE published_at IS NULL \
-                 ORDER BY id LIMIT $1"
+                "UPDATE outbox_events SET claimed_until = $1 WHERE id IN (\
+                 SELECT id FROM outbox_events WHERE published_at IS NULL \
+                 AND (claimed_until IS NULL OR claimed_until < $2) \
+                 ORDER BY id LIMIT $3) RETURNING id, envelope"
             }
         };
-        let rows = sqlx::query(select)
+        let mut rows: Vec<(String, String)> = sqlx::query(claim)
+            .bind(now + LEASE.as_millis() as i64)
+            .bind(now)
             .bind(BATCH)
-            .fetch_all(&mut *tx)
+            .fetch_all(self.db.pool())
             .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|row| Ok((row.try_get("id")?, row.try_get("envelope")?)))
+            .collect::<Result<_, sqlx::Error>>()
             .map_err(|e| e.to_string())?;
+        // RETURNING keeps no order; publish in the order recorded.
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut sent = Vec::new();
         let mut ids = Vec::new();
         let mut events = Vec::new();
-        for row in &rows {
-            let id: String = row.try_get("id").map_err(|e| e.to_string())?;
-            let body: String = row.try_get("envelope").map_err(|e| e.to_string())?;
+        for (id, body) in rows {
             match serde_json::from_str::<Envelope>(&body) {
                 Ok(event) => {
                     ids.push(id);
@@ -146,34 +163,54 @@ impl OutboxRelay {
             }
         }
         let mut failure = None;
+        let mut unsent = Vec::new();
         for (id, result) in ids.into_iter().zip(self.bus.publish_all(&events).await) {
             match result {
                 Ok(()) => sent.push(id),
-                // Left unsent for the next batch; consumers do not rely on
-                // the order of events.
+                // Consumers do not rely on the order of events.
                 Err(e) => {
                     failure.get_or_insert_with(|| e.to_string());
+                    unsent.push(id);
                 }
             }
         }
-        if !sent.is_empty() {
-            let placeholders: Vec<String> = (2..sent.len() + 2).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "UPDATE outbox_events SET published_at = $1 WHERE id IN ({})",
-                placeholders.join(", ")
-            );
-            // Only numbered placeholders are spliced in; the ids are bound.
-            let mut update = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_millis());
-            for id in &sent {
-                update = update.bind(id);
-            }
-            update.execute(&mut *tx).await.map_err(|e| e.to_string())?;
-        }
-        tx.commit().await.map_err(|e| e.to_string())?;
+        self.set_where_id_in("published_at = $1", Some(now_millis()), &sent)
+            .await?;
+        // Give the failed ones back at once rather than when the lease ends.
+        self.set_where_id_in("claimed_until = $1", None, &unsent)
+            .await?;
         match failure {
             Some(e) => Err(e),
             None => Ok(sent.len()),
         }
+    }
+
+    /// `UPDATE outbox_events SET {assignment} WHERE id IN (ids)`, with
+    /// `$1` bound to `value`.
+    async fn set_where_id_in(
+        &self,
+        assignment: &'static str,
+        value: Option<i64>,
+        ids: &[String],
+    ) -> Result<(), String> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "UPDATE outbox_events SET {assignment} WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        // Only a fixed assignment and numbered placeholders are spliced in.
+        let mut update = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(value);
+        for id in ids {
+            update = update.bind(id);
+        }
+        update
+            .execute(self.db.pool())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Events recorded but not yet published (for readiness and tests).

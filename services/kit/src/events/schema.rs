@@ -33,5 +33,25 @@ pub async fn ensure_schema(db: &Database) -> Result<(), sqlx::Error> {
     for s in STATEMENTS.iter().copied() {
         sqlx::query(s).execute(&mut *tx).await?;
     }
+    // Added later: the lease a relay holds on the rows it is publishing.
+    let add_claims = "ALTER TABLE outbox_events ADD COLUMN claimed_until BIGINT";
+    match db.backend() {
+        Backend::Postgres => {
+            sqlx::query("ALTER TABLE outbox_events ADD COLUMN IF NOT EXISTS claimed_until BIGINT")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Backend::Sqlite => {
+            let present = sqlx::query(
+                "SELECT 1 AS one FROM pragma_table_info('outbox_events') WHERE name = 'claimed_until'",
+            )
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+            if !present {
+                sqlx::query(add_claims).execute(&mut *tx).await?;
+            }
+        }
+    }
     tx.commit().await
 }
