@@ -63,9 +63,14 @@ async fn outbox_events_reach_an_idempotent_consumer_once() {
     .unwrap();
 
     // Producer: three events recorded in committed transactions, one in a
-    // rolled-back one (which must never be published).
-    let outbox = Outbox::new();
-    for amount in [100, 250, 650] {
+    // rolled-back one (which must never be published). The first two are
+    // handed to the relay on commit; the third is not, as when its writer
+    // dies right after committing, so only the poll can publish it, once
+    // the writer's lease on it has run out.
+    let lease = Duration::from_millis(400);
+    let outbox = Outbox::with_handoff_lease(lease);
+    let written = std::time::Instant::now();
+    for (n, amount) in [100, 250, 650].into_iter().enumerate() {
         let mut tx = db.begin().await.unwrap();
         let e = Envelope::new(
             "test",
@@ -73,8 +78,11 @@ async fn outbox_events_reach_an_idempotent_consumer_once() {
             serde_json::json!({"amount": amount}),
         )
         .unwrap();
-        outbox.record(&mut tx, &e).await.unwrap();
+        let recorded = outbox.record(&mut tx, &e).await.unwrap();
         tx.commit().await.unwrap();
+        if n < 2 {
+            outbox.committed([recorded]);
+        }
     }
     {
         let mut tx = db.begin().await.unwrap();
@@ -84,12 +92,26 @@ async fn outbox_events_reach_an_idempotent_consumer_once() {
             serde_json::json!({"amount": 999_999}),
         )
         .unwrap();
-        outbox.record(&mut tx, &e).await.unwrap();
+        let _rolled_back = outbox.record(&mut tx, &e).await.unwrap();
         tx.rollback().await.unwrap();
     }
     assert_eq!(OutboxRelay::pending(&db).await.unwrap(), 3);
     let relay = OutboxRelay::new(db.clone(), bus.clone(), outbox.clone());
-    assert_eq!(relay.relay_batch().await.unwrap(), 3);
+    assert_eq!(relay.publish_handed_over().await.unwrap(), 2);
+    assert_eq!(relay.publish_handed_over().await.unwrap(), 0);
+    // Sent but not marked yet: marks go in batches.
+    assert_eq!(OutboxRelay::pending(&db).await.unwrap(), 3);
+    assert_eq!(relay.flush_marks().await.unwrap(), 2);
+    assert_eq!(OutboxRelay::pending(&db).await.unwrap(), 1);
+    if written.elapsed() < lease {
+        assert_eq!(
+            relay.relay_batch().await.unwrap(),
+            0,
+            "the poll took a row its writer still holds"
+        );
+    }
+    tokio::time::sleep(lease.saturating_sub(written.elapsed()) + Duration::from_millis(50)).await;
+    assert_eq!(relay.relay_batch().await.unwrap(), 1);
     assert_eq!(OutboxRelay::pending(&db).await.unwrap(), 0);
 
     eventually(15, "three credits", || async {
@@ -120,7 +142,7 @@ async fn outbox_events_reach_an_idempotent_consumer_once() {
 }
 
 #[tokio::test]
-async fn relay_runs_in_the_background_and_wakes_on_commit() {
+async fn relay_runs_in_the_background_publishes_on_commit_and_polls_for_the_rest() {
     let b = Backends::new();
     let db = b.database("relay").await;
     kit::events::ensure_schema(&db).await.unwrap();
@@ -140,17 +162,32 @@ async fn relay_runs_in_the_background_and_wakes_on_commit() {
     )
     .await
     .unwrap();
-    let outbox = Outbox::new();
+    let outbox = Outbox::with_handoff_lease(Duration::from_millis(300));
     tokio::spawn(OutboxRelay::new(db.clone(), bus.clone(), outbox.clone()).run(stop.clone()));
     for _ in 0..20 {
         let mut tx = db.begin().await.unwrap();
         let e = Envelope::new("test", "user.registered", serde_json::json!({})).unwrap();
-        outbox.record(&mut tx, &e).await.unwrap();
+        let recorded = outbox.record(&mut tx, &e).await.unwrap();
         tx.commit().await.unwrap();
-        outbox.notify_committed();
+        outbox.committed([recorded]);
     }
     eventually(15, "20 events", || async {
         (seen.load(Ordering::SeqCst) == 20).then_some(())
+    })
+    .await;
+    // Marked sent a moment after they went out.
+    eventually(15, "the outbox emptied", || async {
+        (OutboxRelay::pending(&db).await.unwrap() == 0).then_some(())
+    })
+    .await;
+    // One whose writer never handed it over is found by the poll.
+    let mut tx = db.begin().await.unwrap();
+    let e = Envelope::new("test", "user.registered", serde_json::json!({})).unwrap();
+    let _never_handed_over = outbox.record(&mut tx, &e).await.unwrap();
+    tx.commit().await.unwrap();
+    eventually(15, "the 21st event", || async {
+        (seen.load(Ordering::SeqCst) == 21 && OutboxRelay::pending(&db).await.unwrap() == 0)
+            .then_some(())
     })
     .await;
     stop.cancel();

@@ -69,9 +69,9 @@ pub async fn create(state: &AppState, input: &NewProduct) -> Result<ProductRecor
     )?;
     let mut tx = state.db.begin().await?;
     written(products::insert(&mut tx, &product).await?)?;
-    state.outbox.record(&mut tx, &event).await?;
+    let recorded = state.outbox.record(&mut tx, &event).await?;
     tx.commit().await?;
-    state.outbox.notify_committed();
+    state.outbox.committed([recorded]);
     state.cache.invalidate_all().await;
     tracing::info!(product_id = %product.id, sku = %product.sku, "product created");
     Ok(product)
@@ -103,9 +103,9 @@ pub async fn replace(state: &AppState, id: Uuid, input: &NewProduct) -> Result<P
         events::PRODUCT_UPDATED,
         ProductUpdated::new(&old, &product),
     )?;
-    state.outbox.record(&mut tx, &event).await?;
+    let recorded = state.outbox.record(&mut tx, &event).await?;
     tx.commit().await?;
-    state.outbox.notify_committed();
+    state.outbox.committed([recorded]);
     state.cache.invalidate_all().await;
     tracing::info!(product_id = %id, "product updated");
     Ok(product)
@@ -130,9 +130,9 @@ pub async fn retire(state: &AppState, id: Uuid) -> Result<()> {
             sku: product.sku,
         },
     )?;
-    state.outbox.record(&mut tx, &event).await?;
+    let recorded = state.outbox.record(&mut tx, &event).await?;
     tx.commit().await?;
-    state.outbox.notify_committed();
+    state.outbox.committed([recorded]);
     state.cache.invalidate_all().await;
     tracing::info!(product_id = %id, "product retired");
     Ok(())

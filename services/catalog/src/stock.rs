@@ -180,9 +180,9 @@ pub async fn reserve(
             },
         )
         .map_err(HandlerError::poison)?;
-        state.outbox.record(&mut tx, &e).await?;
+        let recorded = state.outbox.record(&mut tx, &e).await?;
         tx.commit().await?;
-        state.outbox.notify_committed();
+        state.outbox.committed([recorded]);
         state.cache.invalidate_all().await;
         metrics::counter!("catalog_stock_reservations_total", "outcome" => "reserved").increment(1);
         return Ok(Reservation::Reserved);
@@ -224,9 +224,9 @@ pub async fn reserve(
         },
     )
     .map_err(HandlerError::poison)?;
-    state.outbox.record(&mut tx, &e).await?;
+    let recorded = state.outbox.record(&mut tx, &e).await?;
     tx.commit().await?;
-    state.outbox.notify_committed();
+    state.outbox.committed([recorded]);
     metrics::counter!("catalog_stock_reservations_total", "outcome" => "rejected").increment(1);
     Ok(Reservation::Rejected)
 }
@@ -280,9 +280,9 @@ pub async fn release(
     }
     let e = Envelope::new(SERVICE, "stock.released", StockReleased { order_id })
         .map_err(HandlerError::poison)?;
-    state.outbox.record(&mut tx, &e).await?;
+    let recorded = state.outbox.record(&mut tx, &e).await?;
     tx.commit().await?;
-    state.outbox.notify_committed();
+    state.outbox.committed([recorded]);
     state.cache.invalidate_all().await;
     metrics::counter!("catalog_stock_reservations_total", "outcome" => "released").increment(1);
     Ok(true)

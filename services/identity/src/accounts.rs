@@ -80,9 +80,9 @@ pub async fn register(
         InsertOutcome::EmailTaken => return Err(IdentityError::EmailTaken),
         InsertOutcome::Inserted => {}
     }
-    state.outbox.record(&mut tx, &event).await?;
+    let recorded = state.outbox.record(&mut tx, &event).await?;
     tx.commit().await?;
-    state.outbox.notify_committed();
+    state.outbox.committed([recorded]);
     tracing::info!(user_id = %user.id, "user registered");
     Ok(user)
 }

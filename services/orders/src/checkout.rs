@@ -159,9 +159,9 @@ pub async fn place_order(
         let mut tx = state.db.begin().await?;
         match orders::insert(&mut tx, &order).await? {
             InsertOutcome::Inserted => {
-                state.outbox.record(&mut tx, &event).await?;
+                let recorded = state.outbox.record(&mut tx, &event).await?;
                 tx.commit().await?;
-                state.outbox.notify_committed();
+                state.outbox.committed([recorded]);
                 metrics::counter!("orders_placed_total").increment(1);
                 tracing::info!(order_id = %order.id, number = %order.number, "order placed");
                 return Ok((StatusCode::CREATED, order));

@@ -112,6 +112,7 @@ pub async fn apply(state: &AppState, change: Change<'_>) -> Result<Applied> {
             &format!("{} {}", updated.id, updated.status),
         )
         .await?;
+    let mut recorded = None;
     if let Some(event_type) = change.next.event_type() {
         let payload = if change.next == OrderStatus::Cancelled {
             OrderChanged::new(&updated, change.reason, Some(was_paid))
@@ -119,10 +120,10 @@ pub async fn apply(state: &AppState, change: Change<'_>) -> Result<Applied> {
             OrderChanged::new(&updated, None, None)
         };
         let event = Envelope::new(SERVICE, event_type, payload)?;
-        state.outbox.record(&mut tx, &event).await?;
+        recorded = Some(state.outbox.record(&mut tx, &event).await?);
     }
     tx.commit().await?;
-    state.outbox.notify_committed();
+    state.outbox.committed(recorded);
     state.status_watch.announce(&updated.id, updated.status);
     metrics::counter!("order_transitions_total", "to" => change.next.as_str()).increment(1);
     tracing::info!(order_id = %updated.id, status = %updated.status, reason = change.reason.unwrap_or(""), "order status changed");

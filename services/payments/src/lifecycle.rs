@@ -12,6 +12,7 @@
 //! answer, webhooks and cancellations may arrive in any order.
 
 use kit::clock::now_millis;
+use kit::events::outbox::Recorded;
 use kit::events::{Envelope, inbox};
 use serde::Serialize;
 use sqlx::{Any, Transaction};
@@ -84,16 +85,19 @@ async fn record_event(
     tx: &mut Transaction<'static, Any>,
     event_type: &str,
     payload: impl Serialize,
-) -> Result<()> {
+) -> Result<Recorded> {
     let event = Envelope::new(SERVICE, event_type, payload)?;
-    state.outbox.record(tx, &event).await?;
-    Ok(())
+    Ok(state.outbox.record(tx, &event).await?)
 }
 
-/// Commit `tx` and wake the outbox relay.
-async fn commit(state: &AppState, tx: Transaction<'static, Any>) -> Result<Applied> {
+/// Commit `tx` and hand the events it recorded to the outbox relay.
+async fn commit(
+    state: &AppState,
+    tx: Transaction<'static, Any>,
+    recorded: impl IntoIterator<Item = Recorded>,
+) -> Result<Applied> {
     tx.commit().await?;
-    state.outbox.notify_committed();
+    state.outbox.committed(recorded);
     Ok(Applied::Done)
 }
 
@@ -103,7 +107,7 @@ async fn claim_only(state: &AppState, claim: Claim<'_>) -> Result<Applied> {
     if !claim.take(&mut tx).await? {
         return Ok(Applied::Duplicate);
     }
-    commit(state, tx).await
+    commit(state, tx, None).await
 }
 
 /// `order.placed`: remember what to charge, once.
@@ -140,7 +144,7 @@ pub async fn record_order(state: &AppState, event: &Envelope) -> Result<Applied>
     if payments::insert(&mut *tx, &payment).await? {
         tracing::info!(order_id = %payment.order_id, payment_id = %payment.id, "payment recorded");
     }
-    commit(state, tx).await
+    commit(state, tx, None).await
 }
 
 /// `stock.reserved`: charge the order through the provider.
@@ -263,8 +267,9 @@ async fn apply_charge_outcome(
         if let Some(id) = outcome.payment_id() {
             payments::remember_provider_payment_id(&mut *tx, payment.id, id, now).await?;
         }
-        return commit(state, tx).await;
+        return commit(state, tx, None).await;
     }
+    let mut recorded = Vec::new();
     match outcome {
         ChargeOutcome::Processing { payment_id } => {
             payments::settle_charge(
@@ -293,24 +298,26 @@ async fn apply_charge_outcome(
                 now,
             )
             .await?;
-            record_event(
-                state,
-                &mut tx,
-                events::PAYMENT_SUCCEEDED,
-                PaymentSucceeded {
-                    order_id,
-                    payment_id: payment.id,
-                    amount: payment.amount.clone(),
-                },
-            )
-            .await?;
+            recorded.push(
+                record_event(
+                    state,
+                    &mut tx,
+                    events::PAYMENT_SUCCEEDED,
+                    PaymentSucceeded {
+                        order_id,
+                        payment_id: payment.id,
+                        amount: payment.amount.clone(),
+                    },
+                )
+                .await?,
+            );
             tracing::info!(%order_id, payment_id = %payment.id, "payment succeeded");
             if let Some(refund) = refund {
                 let succeeded = PaymentRecord {
                     status: PaymentStatus::Succeeded,
                     ..payment
                 };
-                settle_refund_in(state, &mut tx, &succeeded, refund, now).await?;
+                recorded.extend(settle_refund_in(state, &mut tx, &succeeded, refund, now).await?);
             }
         }
         ChargeOutcome::Declined { payment_id, reason } => {
@@ -323,31 +330,34 @@ async fn apply_charge_outcome(
                 now,
             )
             .await?;
-            record_event(
-                state,
-                &mut tx,
-                events::PAYMENT_FAILED,
-                PaymentFailed {
-                    order_id,
-                    payment_id: payment.id,
-                    reason: reason.clone(),
-                },
-            )
-            .await?;
+            recorded.push(
+                record_event(
+                    state,
+                    &mut tx,
+                    events::PAYMENT_FAILED,
+                    PaymentFailed {
+                        order_id,
+                        payment_id: payment.id,
+                        reason: reason.clone(),
+                    },
+                )
+                .await?,
+            );
             tracing::info!(%order_id, payment_id = %payment.id, %reason, "payment failed");
         }
     }
-    commit(state, tx).await
+    commit(state, tx, recorded).await
 }
 
-/// Record a refund's outcome on a payment that was charged.
+/// Record a refund's outcome on a payment that was charged; the event it
+/// records, if any, goes out once `tx` commits.
 async fn settle_refund_in(
     state: &AppState,
     tx: &mut Transaction<'static, Any>,
     payment: &PaymentRecord,
     outcome: RefundOutcome,
     now: i64,
-) -> Result<()> {
+) -> Result<Option<Recorded>> {
     match (payment.status, outcome) {
         (
             PaymentStatus::Succeeded | PaymentStatus::Refunding,
@@ -361,7 +371,7 @@ async fn settle_refund_in(
                 now,
             )
             .await?;
-            record_event(
+            let recorded = record_event(
                 state,
                 tx,
                 events::PAYMENT_REFUNDED,
@@ -374,6 +384,7 @@ async fn settle_refund_in(
             )
             .await?;
             tracing::info!(order_id = %payment.order_id, payment_id = %payment.id, "payment refunded");
+            Ok(Some(recorded))
         }
         (PaymentStatus::Succeeded, RefundOutcome::Pending { refund_id }) => {
             payments::settle_refund(
@@ -384,11 +395,11 @@ async fn settle_refund_in(
                 now,
             )
             .await?;
+            Ok(None)
         }
         // Refunded already, or a pending answer after the final one.
-        _ => {}
+        _ => Ok(None),
     }
-    Ok(())
 }
 
 async fn apply_refund_outcome(
@@ -404,10 +415,10 @@ async fn apply_refund_outcome(
     let Some(payment) =
         payments::by_order_for_update(&mut *tx, state.db.backend(), order_id).await?
     else {
-        return commit(state, tx).await;
+        return commit(state, tx, None).await;
     };
-    settle_refund_in(state, &mut tx, &payment, outcome, now_millis()).await?;
-    commit(state, tx).await
+    let recorded = settle_refund_in(state, &mut tx, &payment, outcome, now_millis()).await?;
+    commit(state, tx, recorded).await
 }
 
 /// `order.cancelled`: refund what was charged; make sure what was not
@@ -452,7 +463,7 @@ pub async fn cancel_order(state: &AppState, event: &Envelope) -> Result<Applied>
             )));
         }
         tracing::info!(%order_id, "order cancelled before payments knew it; it will not be charged");
-        return commit(state, tx).await;
+        return commit(state, tx, None).await;
     };
     match payment.status {
         PaymentStatus::Pending => {
@@ -474,7 +485,7 @@ pub async fn cancel_order(state: &AppState, event: &Envelope) -> Result<Applied>
                 )));
             }
             tracing::info!(%order_id, payment_id = %payment.id, "payment cancelled before charging");
-            commit(state, tx).await
+            commit(state, tx, None).await
         }
         PaymentStatus::Processing => {
             // The outcome is on its way; a success is refunded when it lands.
@@ -488,7 +499,7 @@ pub async fn cancel_order(state: &AppState, event: &Envelope) -> Result<Applied>
                 )));
             }
             tracing::info!(%order_id, payment_id = %payment.id, "order cancelled while charging; a success will be refunded");
-            commit(state, tx).await
+            commit(state, tx, None).await
         }
         PaymentStatus::Succeeded => {
             let provider_payment_id = payment.provider_payment_id.as_deref().ok_or_else(|| {
