@@ -147,25 +147,6 @@ impl Database {
         self.pool.close().await;
     }
 
-    /// Tell every listener on `channel` (in any process) `payload` once
-    /// `tx` commits: PostgreSQL's NOTIFY. Nothing on SQLite, which only one
-    /// process uses: it tells its own waiters in memory.
-    pub async fn notify(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        channel: &str,
-        payload: &str,
-    ) -> Result<(), sqlx::Error> {
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(channel)
-                .bind(payload)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(())
-    }
-
     /// Hand the payload of every notice on `channel` to `on_notice` until
     /// `shutdown`, reconnecting after failures (notices sent meanwhile are
     /// lost: listeners must not depend on them alone). `None` on SQLite.

@@ -157,7 +157,7 @@ pub async fn place_order(
         };
         let event = Envelope::new(SERVICE, "order.placed", OrderPlaced::from(&order))?;
         let mut tx = state.db.begin().await?;
-        match orders::insert(&mut tx, &order).await? {
+        match orders::insert(&mut tx, state.db.backend(), &order).await? {
             InsertOutcome::Inserted => {
                 let recorded = state.outbox.record(&mut tx, &event).await?;
                 tx.commit().await?;

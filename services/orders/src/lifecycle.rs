@@ -91,7 +91,17 @@ pub async fn apply(state: &AppState, change: Change<'_>) -> Result<Applied> {
         return Ok(Applied::Ignored(order.status));
     }
     let now = now_millis();
-    orders::set_status(&mut tx, &order, change.next, change.reason, now).await?;
+    // Readers waiting on other replicas hear of it from the database.
+    let notice = format!("{} {}", order.id, change.next);
+    orders::set_status(
+        &mut tx,
+        state.db.backend(),
+        &order,
+        (change.next, change.reason),
+        now,
+        (STATUS_CHANNEL, &notice),
+    )
+    .await?;
     let was_paid = order.status.is_paid();
     let mut updated = order;
     updated.status = change.next;
@@ -103,15 +113,6 @@ pub async fn apply(state: &AppState, change: Change<'_>) -> Result<Applied> {
     if change.next == OrderStatus::Confirmed {
         updated.paid_at = Some(now);
     }
-    // Readers waiting on other replicas hear of it from the database.
-    state
-        .db
-        .notify(
-            &mut tx,
-            STATUS_CHANNEL,
-            &format!("{} {}", updated.id, updated.status),
-        )
-        .await?;
     let mut recorded = None;
     if let Some(event_type) = change.next.event_type() {
         let payload = if change.next == OrderStatus::Cancelled {

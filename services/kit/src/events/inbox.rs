@@ -7,6 +7,13 @@ use sqlx::{Any, Transaction};
 use super::envelope::Envelope;
 use crate::clock::now_millis;
 
+/// The claim as SQL, binding consumer, event id and the time; it inserts a
+/// row only on the first delivery. Services on PostgreSQL may make it
+/// (with `RETURNING`) a CTE of the statement that applies the event, so
+/// claim and effect take one round trip.
+pub const CLAIM: &str = "INSERT INTO processed_events (consumer, event_id, processed_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (consumer, event_id) DO NOTHING";
+
 /// Claim `event` for `consumer` inside `tx`. `false` means it was already
 /// handled: commit nothing else and acknowledge.
 pub async fn first_delivery(
@@ -14,14 +21,11 @@ pub async fn first_delivery(
     consumer: &str,
     event: &Envelope,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (consumer, event_id) DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(event.id.to_string())
-    .bind(now_millis())
-    .execute(&mut **tx)
-    .await?;
+    let done = sqlx::query(CLAIM)
+        .bind(consumer)
+        .bind(event.id.to_string())
+        .bind(now_millis())
+        .execute(&mut **tx)
+        .await?;
     Ok(done.rows_affected() == 1)
 }

@@ -95,14 +95,23 @@ pub enum InsertOutcome {
     DuplicateNumber,
 }
 
+/// Insert a new order with its first history entry (one statement on
+/// PostgreSQL).
 pub async fn insert(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     o: &OrderRecord,
 ) -> Result<InsertOutcome, sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
-    );
-    let result = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let values = "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
+    let sql = match backend {
+        Backend::Postgres => format!(
+            "WITH placed AS (INSERT INTO orders ({COLUMNS}) {values} RETURNING id) \
+             INSERT INTO order_history (id, order_id, status, reason, at) \
+             SELECT $21, id, $5, NULL, $19 FROM placed"
+        ),
+        Backend::Sqlite => format!("INSERT INTO orders ({COLUMNS}) {values}"),
+    };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(o.id.to_string())
         .bind(&o.number)
         .bind(o.customer_id.to_string())
@@ -125,10 +134,11 @@ pub async fn insert(
         .bind(o.paid_at)
         .bind(o.payment_deadline)
         .bind(o.created_at)
-        .bind(o.updated_at)
-        .execute(&mut **tx)
-        .await;
-    match result {
+        .bind(o.updated_at);
+    if backend == Backend::Postgres {
+        query = query.bind(Uuid::now_v7().to_string());
+    }
+    match query.execute(&mut **tx).await {
         Ok(_) => {}
         Err(e) if kit::db::is_unique_violation(&e) => {
             let constraint = kit::db::violated_constraint(&e).unwrap_or_default();
@@ -140,7 +150,9 @@ pub async fn insert(
         }
         Err(e) => return Err(e),
     }
-    add_history(tx, o.id, o.status, None, o.created_at).await?;
+    if backend == Backend::Sqlite {
+        add_history(tx, o.id, o.status, None, o.created_at).await?;
+    }
     Ok(InsertOutcome::Inserted)
 }
 
@@ -202,13 +214,18 @@ pub async fn by_idempotency_key<'e>(
         .transpose()
 }
 
+/// Move `order` to `next` and add the history entry. On PostgreSQL this is
+/// one statement, which also sends `notice` (channel, payload) when the
+/// transaction commits; SQLite has no notices.
 pub async fn set_status(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     order: &OrderRecord,
-    next: OrderStatus,
-    reason: Option<&str>,
+    change: (OrderStatus, Option<&str>),
     now: i64,
+    notice: (&str, &str),
 ) -> Result<(), sqlx::Error> {
+    let (next, reason) = change;
     let paid_at = if next == OrderStatus::Confirmed {
         Some(now)
     } else {
@@ -219,15 +236,38 @@ pub async fn set_status(
     } else {
         order.cancel_reason.clone()
     };
-    sqlx::query("UPDATE orders SET status = $1, cancel_reason = $2, paid_at = $3, updated_at = $4 WHERE id = $5")
-        .bind(next.as_str())
-        .bind(cancel_reason)
-        .bind(paid_at)
-        .bind(now)
-        .bind(order.id.to_string())
-        .execute(&mut **tx)
-        .await?;
-    add_history(tx, order.id, next, reason, now).await
+    let update = "UPDATE orders SET status = $1, cancel_reason = $2, paid_at = $3, updated_at = $4 WHERE id = $5";
+    let query = match backend {
+        Backend::Postgres => sqlx::query(
+            "WITH moved AS (UPDATE orders SET status = $1, cancel_reason = $2, paid_at = $3, \
+             updated_at = $4 WHERE id = $5 RETURNING id), \
+             entry AS (INSERT INTO order_history (id, order_id, status, reason, at) \
+             SELECT $6, id, $1, $7, $4 FROM moved) \
+             SELECT pg_notify($8, $9) FROM moved",
+        ),
+        Backend::Sqlite => sqlx::query(update),
+    }
+    .bind(next.as_str())
+    .bind(cancel_reason)
+    .bind(paid_at)
+    .bind(now)
+    .bind(order.id.to_string());
+    match backend {
+        Backend::Postgres => {
+            query
+                .bind(Uuid::now_v7().to_string())
+                .bind(reason.map(str::to_string))
+                .bind(notice.0)
+                .bind(notice.1)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+        Backend::Sqlite => {
+            query.execute(&mut **tx).await?;
+            add_history(tx, order.id, next, reason, now).await
+        }
+    }
 }
 
 /// An order with its history, in one round trip: what every poll of an

@@ -293,3 +293,34 @@ pub async fn page<'e>(
     let rows = query.bind(limit).fetch_all(db).await?;
     rows.iter().map(from_row).collect()
 }
+
+/// PostgreSQL only: claim `event_id` for `consumer` and note the provider's
+/// id of a charge still in flight, in one statement. `false`: the event was
+/// claimed before, and nothing changed.
+pub async fn claim_and_note_charge_in_flight<'e>(
+    db: impl Executor<'e, Database = Any>,
+    (consumer, event_id): (&str, Uuid),
+    order_id: Uuid,
+    provider_payment_id: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH claim AS ({} RETURNING event_id), \
+             noted AS (UPDATE payments SET provider_payment_id = COALESCE(provider_payment_id, $4), \
+             status = CASE WHEN status = 'pending' THEN 'processing' ELSE status END, \
+             updated_at = $3 WHERE order_id = $5 AND EXISTS (SELECT 1 FROM claim)) \
+             SELECT COUNT(*) AS claimed FROM claim",
+            kit::events::inbox::CLAIM
+        )
+    });
+    let row = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(consumer)
+        .bind(event_id.to_string())
+        .bind(now)
+        .bind(provider_payment_id)
+        .bind(order_id.to_string())
+        .fetch_one(db)
+        .await?;
+    Ok(row.try_get::<i64, _>("claimed")? == 1)
+}
