@@ -1025,6 +1025,67 @@ async fn an_order_never_paid_is_cancelled_when_its_time_is_up() {
     wait_for_empty_cart(&shop, &hal.token, SETTLE).await;
 }
 
+/// Saga events delivered again (the same event id, as after a broker
+/// redelivery) or sent again under a new id change nothing a second time:
+/// catalog reserves once per order and orders records each change once.
+#[tokio::test]
+async fn saga_events_delivered_again_change_nothing() {
+    let b = Backends::new();
+    let _broker = broker_shared(&b).await;
+    let (shop, _services) = shop_without_payments(&b, Duration::from_secs(600)).await;
+    let cat = Catalogue::open(&shop).await;
+    let mug = cat.product("Redelivered mug", 900, 10).await;
+    let ida = customer(&shop, "ida").await;
+    add_to_cart(&shop, &ida.token, mug, 1).await;
+    let id = id_of(&checkout(&shop, &ida.token, "pm_card_visa").await);
+    wait_for_status(&shop, &ida.token, id, "awaiting_payment").await;
+    cat.wait_for_stock(mug, 9, "the first order's reservation")
+        .await;
+
+    // Another order's order.placed three times, then once more under a
+    // new event id: two units reserved, once.
+    let placed = |order_id: Uuid, quantity: i64| {
+        Envelope::new(
+            "orders",
+            "order.placed",
+            json!({"order_id": order_id, "customer_id": Uuid::now_v7(),
+                   "lines": [{"product_id": mug, "quantity": quantity}]}),
+        )
+        .unwrap()
+    };
+    let other = Uuid::now_v7();
+    let first = placed(other, 2);
+    for _ in 0..3 {
+        shop.bus.publish(&first).await.expect("publish");
+    }
+    shop.bus.publish(&placed(other, 2)).await.expect("publish");
+
+    // The first order's payment, twice.
+    let paid = Envelope::new(
+        "payments",
+        "payment.succeeded",
+        json!({"order_id": id, "payment_id": Uuid::now_v7(), "amount": usd(900)}),
+    )
+    .unwrap();
+    shop.bus.publish(&paid).await.expect("publish");
+    shop.bus.publish(&paid).await.expect("publish");
+
+    // A last order through the same queue: once its unit is reserved,
+    // everything published before it has been handled.
+    shop.bus
+        .publish(&placed(Uuid::now_v7(), 1))
+        .await
+        .expect("publish");
+    cat.wait_for_stock(mug, 6, "10 - 1 - 2 (once) - 1").await;
+    let confirmed = wait_for_status(&shop, &ida.token, id, "confirmed").await;
+    assert_eq!(
+        history(&confirmed),
+        ["pending", "awaiting_payment", "confirmed"]
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(cat.stock(mug).await, 6, "a copy reserved stock again");
+}
+
 /// A read of an order with `?wait=10` at `url` (through the gateway or
 /// straight to one orders replica): what it answered and how long it took.
 fn wait_for_settlement(

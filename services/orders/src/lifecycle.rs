@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use kit::clock::now_millis;
-use kit::events::{Envelope, EventBus, HandlerError, Subscription, inbox};
+use kit::events::{Envelope, EventBus, HandlerError, Subscription};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::domain::OrderStatus;
 use crate::error::{OrderError, Result};
 use crate::events::{AboutOrder, OrderChanged, SERVICE};
-use crate::storage::orders::{self, OrderRecord};
+use crate::storage::orders::{self, Claimed, OrderRecord};
 
 #[derive(Debug)]
 pub enum Applied {
@@ -67,13 +67,24 @@ pub fn listen_for_status_changes(
 
 pub async fn apply(state: &AppState, change: Change<'_>) -> Result<Applied> {
     let mut tx = state.db.begin().await?;
-    if let Some(event) = change.cause
-        && !inbox::first_delivery(&mut tx, SERVICE, event).await?
-    {
-        tx.commit().await?;
-        return Ok(Applied::Duplicate);
-    }
-    let Some(order) = orders::lock(&mut tx, state.db.backend(), change.order_id).await? else {
+    let backend = state.db.backend();
+    let locked = match change.cause {
+        Some(event) => {
+            let event_id = event.id.to_string();
+            let claim = (SERVICE, event_id.as_str());
+            match orders::claim_and_lock(&mut tx, backend, claim, change.order_id, now_millis())
+                .await?
+            {
+                Claimed::Duplicate => {
+                    tx.commit().await?;
+                    return Ok(Applied::Duplicate);
+                }
+                Claimed::First(order) => order.map(|o| *o),
+            }
+        }
+        None => orders::lock(&mut tx, backend, change.order_id).await?,
+    };
+    let Some(order) = locked else {
         tx.commit().await?;
         return Ok(Applied::Missing);
     };

@@ -49,6 +49,34 @@ pub enum Claim<'a> {
 }
 
 impl Claim<'_> {
+    /// Claim and lock the order's payment. `None`: an earlier delivery was
+    /// applied already. One statement on PostgreSQL.
+    async fn take_and_lock(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        backend: Backend,
+        order_id: Uuid,
+    ) -> Result<Option<Option<PaymentRecord>>> {
+        if backend == Backend::Sqlite {
+            if !self.take(tx).await? {
+                return Ok(None);
+            }
+            return Ok(Some(
+                payments::by_order_for_update(&mut **tx, backend, order_id).await?,
+            ));
+        }
+        let now = now_millis();
+        Ok(match self {
+            Claim::Event(e) => {
+                payments::claim_event_and_lock(&mut **tx, (CONSUMER, e.id), order_id, now).await?
+            }
+            Claim::Webhook { provider, event } => {
+                let claim = (*provider, event.id.as_str(), event.event_type.as_str());
+                payments::claim_webhook_and_lock(&mut **tx, claim, order_id, now).await?
+            }
+        })
+    }
+
     /// `false`: an earlier delivery was applied already.
     async fn take(&self, tx: &mut Transaction<'static, Any>) -> Result<bool> {
         Ok(match self {
@@ -137,6 +165,20 @@ pub async fn record_order(state: &AppState, event: &Envelope) -> Result<Applied>
         created_at: now,
         updated_at: now,
     };
+    if state.db.backend() == Backend::Postgres {
+        // One statement instead of a transaction of two.
+        return match payments::claim_and_insert(state.db.pool(), (CONSUMER, event.id), &payment)
+            .await?
+        {
+            None => Ok(Applied::Duplicate),
+            Some(inserted) => {
+                if inserted {
+                    tracing::info!(order_id = %payment.order_id, payment_id = %payment.id, "payment recorded");
+                }
+                Ok(Applied::Done)
+            }
+        };
+    }
     let mut tx = state.db.begin().await?;
     if !Claim::Event(event).take(&mut tx).await? {
         return Ok(Applied::Duplicate);
@@ -277,12 +319,14 @@ async fn apply_charge_outcome(
         });
     }
     let mut tx = state.db.begin().await?;
-    if !claim.take(&mut tx).await? {
-        return Ok(Applied::Duplicate);
-    }
-    let payment = payments::by_order_for_update(&mut *tx, state.db.backend(), order_id)
+    let Some(locked) = claim
+        .take_and_lock(&mut tx, state.db.backend(), order_id)
         .await?
-        .ok_or_else(|| PaymentsError::Retry(format!("no payment for order {order_id}")))?;
+    else {
+        return Ok(Applied::Duplicate);
+    };
+    let payment =
+        locked.ok_or_else(|| PaymentsError::Retry(format!("no payment for order {order_id}")))?;
     let now = now_millis();
     if !payment.status.awaits_charge_outcome() {
         if let Some(id) = outcome.payment_id() {

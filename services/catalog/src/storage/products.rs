@@ -240,13 +240,32 @@ pub async fn by_ids(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    // Products and their images in one round trip: a product page read
+    // is the catalogue's hottest query, and most of its cost is the trip.
     let mut sql = Sql::new("SELECT ");
     sql.push(COLUMNS)
-        .push(" FROM products p WHERE p.id IN ")
-        .bind_list(ids.iter().copied());
-    let rows = sql.query().fetch_all(&mut *conn).await?;
-    let mut products = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    attach_images(conn, &mut products).await?;
+        .push(
+            ", i.url AS image_url, i.alt AS image_alt FROM products p \
+             LEFT JOIN product_images i ON i.product_id = p.id WHERE p.id IN ",
+        )
+        .bind_list(ids.iter().copied())
+        .push(" ORDER BY p.id, i.ordinal");
+    let mut products: Vec<ProductRecord> = Vec::with_capacity(ids.len());
+    for row in sql.query().fetch_all(&mut *conn).await? {
+        let id = uuid(row.try_get("id")?)?;
+        if products.last().is_none_or(|p| p.id != id) {
+            products.push(from_row(&row)?);
+        }
+        if let Some(url) = row.try_get::<Option<String>, _>("image_url")? {
+            let alt = row.try_get::<Option<String>, _>("image_alt")?;
+            if let Some(product) = products.last_mut() {
+                product.images.push(Image {
+                    url,
+                    alt: alt.unwrap_or_default(),
+                });
+            }
+        }
+    }
     Ok(products)
 }
 

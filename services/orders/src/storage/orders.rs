@@ -197,6 +197,61 @@ pub async fn lock(
         .transpose()
 }
 
+/// What [`claim_and_lock`] found.
+pub enum Claimed {
+    /// The event was handled before: nothing locked that matters.
+    Duplicate,
+    /// First delivery; the order locked, if it exists.
+    First(Option<Box<OrderRecord>>),
+}
+
+/// Claim the causing event (`consumer`, `event_id`) and lock the order it
+/// is about. On PostgreSQL one statement does both, so a saga step costs
+/// one round trip less; SQLite runs the two in turn.
+pub async fn claim_and_lock(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    (consumer, event_id): (&str, &str),
+    id: Uuid,
+    now: i64,
+) -> Result<Claimed, sqlx::Error> {
+    if backend == Backend::Sqlite {
+        let claimed = sqlx::query(kit::events::inbox::CLAIM)
+            .bind(consumer)
+            .bind(event_id)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !claimed {
+            return Ok(Claimed::Duplicate);
+        }
+        return Ok(Claimed::First(lock(tx, backend, id).await?.map(Box::new)));
+    }
+    let sql = format!(
+        "WITH claim AS ({} RETURNING event_id), \
+         locked AS (SELECT {COLUMNS} FROM orders WHERE id = $4 FOR UPDATE) \
+         SELECT EXISTS (SELECT 1 FROM claim) AS claimed, locked.* \
+         FROM (SELECT 1) AS one LEFT JOIN locked ON TRUE",
+        kit::events::inbox::CLAIM
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(consumer)
+        .bind(event_id)
+        .bind(now)
+        .bind(id.to_string())
+        .fetch_one(&mut **tx)
+        .await?;
+    if !row.try_get::<bool, _>("claimed")? {
+        return Ok(Claimed::Duplicate);
+    }
+    if row.try_get::<Option<String>, _>("id")?.is_none() {
+        return Ok(Claimed::First(None));
+    }
+    Ok(Claimed::First(Some(Box::new(from_row(&row)?))))
+}
+
 pub async fn by_idempotency_key<'e>(
     db: impl Executor<'e, Database = Any>,
     customer_id: Uuid,

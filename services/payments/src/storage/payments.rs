@@ -81,6 +81,46 @@ pub async fn insert<'e>(
     Ok(done.rows_affected() == 1)
 }
 
+/// `order.placed` on PostgreSQL: claim the event and record the payment
+/// in one statement (no transaction around two). `None`: delivered before;
+/// `Some(inserted)` otherwise (`false`: a payment was there already).
+pub async fn claim_and_insert<'e>(
+    db: impl Executor<'e, Database = Any>,
+    (consumer, event_id): (&str, Uuid),
+    p: &PaymentRecord,
+) -> Result<Option<bool>, sqlx::Error> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH claim AS ({} RETURNING event_id), \
+             added AS (INSERT INTO payments (id, order_id, customer_id, customer_email, amount, \
+             currency, payment_method, provider, status, created_at, updated_at) \
+             SELECT $4, $5, $6, $7, $8, $9, $10, $11, $12, $3, $3 WHERE EXISTS (SELECT 1 FROM claim) \
+             ON CONFLICT (order_id) DO NOTHING RETURNING id) \
+             SELECT (SELECT COUNT(*) FROM claim) AS claimed, (SELECT COUNT(*) FROM added) AS added",
+            kit::events::inbox::CLAIM
+        )
+    });
+    let row = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(consumer)
+        .bind(event_id.to_string())
+        .bind(p.created_at)
+        .bind(p.id.to_string())
+        .bind(p.order_id.to_string())
+        .bind(p.customer_id.to_string())
+        .bind(&p.customer_email)
+        .bind(p.amount.amount)
+        .bind(&p.amount.currency)
+        .bind(p.payment_method.as_deref())
+        .bind(&p.provider)
+        .bind(p.status.as_str())
+        .fetch_one(db)
+        .await?;
+    if row.try_get::<i64, _>("claimed")? == 0 {
+        return Ok(None);
+    }
+    Ok(Some(row.try_get::<i64, _>("added")? == 1))
+}
+
 pub async fn by_order<'e>(
     db: impl Executor<'e, Database = Any>,
     order_id: Uuid,
@@ -114,6 +154,69 @@ pub async fn by_order_for_update<'e>(
         .as_ref()
         .map(from_row)
         .transpose()
+}
+
+/// The statement that claims a cause (`claim`, an `INSERT … ON CONFLICT DO
+/// NOTHING`) and locks the payment of order `$order_param` together.
+fn claim_and_lock_sql(claim: &str, order_param: usize) -> String {
+    format!(
+        "WITH claim AS ({claim} RETURNING 1), \
+         locked AS (SELECT {COLUMNS} FROM payments WHERE order_id = ${order_param} FOR UPDATE) \
+         SELECT EXISTS (SELECT 1 FROM claim) AS claimed, locked.* \
+         FROM (SELECT 1) AS one LEFT JOIN locked ON TRUE"
+    )
+}
+
+/// `None`: the cause was claimed before; otherwise the locked payment.
+fn claimed_and_locked(row: &AnyRow) -> Result<Option<Option<PaymentRecord>>, sqlx::Error> {
+    if !row.try_get::<bool, _>("claimed")? {
+        return Ok(None);
+    }
+    if row.try_get::<Option<String>, _>("id")?.is_none() {
+        return Ok(Some(None));
+    }
+    Ok(Some(Some(from_row(row)?)))
+}
+
+/// PostgreSQL: claim a bus event (`consumer`, `event_id`) and lock the
+/// order's payment in one statement.
+pub async fn claim_event_and_lock<'e>(
+    db: impl Executor<'e, Database = Any>,
+    (consumer, event_id): (&str, Uuid),
+    order_id: Uuid,
+    now: i64,
+) -> Result<Option<Option<PaymentRecord>>, sqlx::Error> {
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| claim_and_lock_sql(kit::events::inbox::CLAIM, 4));
+    let row = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(consumer)
+        .bind(event_id.to_string())
+        .bind(now)
+        .bind(order_id.to_string())
+        .fetch_one(db)
+        .await?;
+    claimed_and_locked(&row)
+}
+
+/// PostgreSQL: claim a provider's webhook event and lock the order's
+/// payment in one statement.
+pub async fn claim_webhook_and_lock<'e>(
+    db: impl Executor<'e, Database = Any>,
+    (provider, event_id, event_type): (&str, &str, &str),
+    order_id: Uuid,
+    now: i64,
+) -> Result<Option<Option<PaymentRecord>>, sqlx::Error> {
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| claim_and_lock_sql(super::webhook_events::CLAIM, 5));
+    let row = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(provider)
+        .bind(event_id)
+        .bind(event_type)
+        .bind(now)
+        .bind(order_id.to_string())
+        .fetch_one(db)
+        .await?;
+    claimed_and_locked(&row)
 }
 
 pub async fn by_provider_payment_id<'e>(

@@ -2,6 +2,11 @@
 
 use sqlx::{Any, Executor, Row};
 
+/// The claim as SQL, binding provider, event id, event type and the time.
+pub const CLAIM: &str = "INSERT INTO webhook_events \
+     (provider, event_id, event_type, received_at, deliveries) \
+     VALUES ($1, $2, $3, $4, 1) ON CONFLICT (provider, event_id) DO NOTHING";
+
 /// Claim `event_id` in the transaction that applies it. `false` means an
 /// earlier delivery applied it: change nothing.
 pub async fn claim<'e>(
@@ -11,16 +16,13 @@ pub async fn claim<'e>(
     event_type: &str,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "INSERT INTO webhook_events (provider, event_id, event_type, received_at, deliveries) \
-         VALUES ($1, $2, $3, $4, 1) ON CONFLICT (provider, event_id) DO NOTHING",
-    )
-    .bind(provider)
-    .bind(event_id)
-    .bind(event_type)
-    .bind(now)
-    .execute(db)
-    .await?;
+    let done = sqlx::query(CLAIM)
+        .bind(provider)
+        .bind(event_id)
+        .bind(event_type)
+        .bind(now)
+        .execute(db)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
