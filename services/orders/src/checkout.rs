@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use http::StatusCode;
 use kit::auth::AuthUser;
 use kit::clock::now_millis;
+use kit::db::Backend;
 use kit::events::Envelope;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -156,22 +157,33 @@ pub async fn place_order(
             updated_at: now,
         };
         let event = Envelope::new(SERVICE, "order.placed", OrderPlaced::from(&order))?;
-        let mut tx = state.db.begin().await?;
-        match orders::insert(&mut tx, state.db.backend(), &order).await? {
+        let announcement = state.outbox.unwritten(&event)?;
+        let outcome = match state.db.backend() {
+            // One statement: atomic on its own, no transaction needed.
+            Backend::Postgres => {
+                let mut conn = state.db.pool().acquire().await?;
+                orders::insert(&mut conn, Backend::Postgres, &order, &announcement).await?
+            }
+            Backend::Sqlite => {
+                let mut tx = state.db.begin().await?;
+                let outcome =
+                    orders::insert(&mut tx, Backend::Sqlite, &order, &announcement).await?;
+                match outcome {
+                    InsertOutcome::Inserted => tx.commit().await?,
+                    _ => tx.rollback().await?,
+                }
+                outcome
+            }
+        };
+        match outcome {
             InsertOutcome::Inserted => {
-                let recorded = state.outbox.record(&mut tx, &event).await?;
-                tx.commit().await?;
-                state.outbox.committed([recorded]);
+                state.outbox.committed([announcement.written()]);
                 metrics::counter!("orders_placed_total").increment(1);
                 tracing::info!(order_id = %order.id, number = %order.number, "order placed");
                 return Ok((StatusCode::CREATED, order));
             }
-            InsertOutcome::DuplicateNumber => {
-                tx.rollback().await?;
-                continue;
-            }
+            InsertOutcome::DuplicateNumber => continue,
             InsertOutcome::DuplicateKey => {
-                tx.rollback().await?;
                 let existing =
                     orders::by_idempotency_key(state.db.pool(), user.id, &idempotency_key)
                         .await?

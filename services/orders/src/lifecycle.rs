@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use kit::clock::now_millis;
-use kit::events::{Envelope, EventBus, HandlerError, Subscription};
+use kit::events::{Envelope, EventBus, HandlerError, Subscription, Unwritten};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -102,40 +102,43 @@ pub async fn apply(state: &AppState, change: Change<'_>) -> Result<Applied> {
         return Ok(Applied::Ignored(order.status));
     }
     let now = now_millis();
-    // Readers waiting on other replicas hear of it from the database.
-    let notice = format!("{} {}", order.id, change.next);
-    orders::set_status(
-        &mut tx,
-        state.db.backend(),
-        &order,
-        (change.next, change.reason),
-        now,
-        (STATUS_CHANNEL, &notice),
-    )
-    .await?;
     let was_paid = order.status.is_paid();
-    let mut updated = order;
+    let mut updated = order.clone();
     updated.status = change.next;
     updated.updated_at = now;
-    // As set_status stored them, so the answer shows them too.
+    // As set_status stores them, so the event and the answer show them too.
     if change.next == OrderStatus::Cancelled {
         updated.cancel_reason = change.reason.map(str::to_string);
     }
     if change.next == OrderStatus::Confirmed {
         updated.paid_at = Some(now);
     }
-    let mut recorded = None;
-    if let Some(event_type) = change.next.event_type() {
-        let payload = if change.next == OrderStatus::Cancelled {
-            OrderChanged::new(&updated, change.reason, Some(was_paid))
-        } else {
-            OrderChanged::new(&updated, None, None)
-        };
-        let event = Envelope::new(SERVICE, event_type, payload)?;
-        recorded = Some(state.outbox.record(&mut tx, &event).await?);
-    }
+    let announcement = match change.next.event_type() {
+        Some(event_type) => {
+            let payload = if change.next == OrderStatus::Cancelled {
+                OrderChanged::new(&updated, change.reason, Some(was_paid))
+            } else {
+                OrderChanged::new(&updated, None, None)
+            };
+            let event = Envelope::new(SERVICE, event_type, payload)?;
+            Some(state.outbox.unwritten(&event)?)
+        }
+        None => None,
+    };
+    // Readers waiting on other replicas hear of it from the database.
+    let notice = format!("{} {}", order.id, change.next);
+    orders::set_status(
+        &mut tx,
+        backend,
+        &order,
+        (change.next, change.reason),
+        now,
+        (STATUS_CHANNEL, &notice),
+        announcement.as_ref(),
+    )
+    .await?;
     tx.commit().await?;
-    state.outbox.committed(recorded);
+    state.outbox.committed(announcement.map(Unwritten::written));
     state.status_watch.announce(&updated.id, updated.status);
     metrics::counter!("order_transitions_total", "to" => change.next.as_str()).increment(1);
     tracing::info!(order_id = %updated.id, status = %updated.status, reason = change.reason.unwrap_or(""), "order status changed");

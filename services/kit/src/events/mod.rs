@@ -14,5 +14,5 @@ pub use bus::{
     DeadLetter, EventBus, EventHandler, HandlerError, RetryPolicy, Subscription, Topology,
 };
 pub use envelope::Envelope;
-pub use outbox::{Outbox, OutboxRelay};
+pub use outbox::{Outbox, OutboxRelay, Unwritten};
 pub use schema::ensure_schema;

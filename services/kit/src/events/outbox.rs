@@ -15,6 +15,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
 use sqlx::{Any, Row, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +62,42 @@ impl Default for Outbox {
 #[must_use = "hand it to Outbox::committed once the transaction commits, or it waits for the poll"]
 pub struct Recorded(Envelope);
 
+/// An outbox row not written yet: see [`Outbox::unwritten`].
+pub struct Unwritten {
+    event: Envelope,
+    body: String,
+    created_at: i64,
+    claimed_until: i64,
+}
+
+impl Unwritten {
+    /// The `INSERT` of the row, its five parameters numbered from `$first`.
+    pub fn insert_sql(first: usize) -> String {
+        let p: Vec<String> = (first..first + 5).map(|i| format!("${i}")).collect();
+        format!(
+            "INSERT INTO outbox_events (id, routing_key, envelope, created_at, claimed_until) \
+             VALUES ({})",
+            p.join(", ")
+        )
+    }
+
+    /// Bind the row's five values, in [`Unwritten::insert_sql`]'s order.
+    pub fn bind<'q>(&self, query: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
+        query
+            .bind(self.event.id.to_string())
+            .bind(self.event.routing_key())
+            .bind(self.body.as_str())
+            .bind(self.created_at)
+            .bind(self.claimed_until)
+    }
+
+    /// The statement that inserts the row ran in the transaction; once that
+    /// commits, pass the result to [`Outbox::committed`].
+    pub fn written(self) -> Recorded {
+        Recorded(self.event)
+    }
+}
+
 impl Outbox {
     pub fn new() -> Self {
         Self::default()
@@ -84,20 +122,27 @@ impl Outbox {
         tx: &mut Transaction<'static, Any>,
         event: &Envelope,
     ) -> Result<Recorded, sqlx::Error> {
+        static SQL: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| Unwritten::insert_sql(1));
+        let row = self.unwritten(event)?;
+        row.bind(sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())))
+            .execute(&mut **tx)
+            .await?;
+        Ok(row.written())
+    }
+
+    /// `event` as an outbox row for a statement of the caller's own to
+    /// insert (on PostgreSQL a CTE of the write the event announces, one
+    /// round trip fewer than [`Outbox::record`]).
+    pub fn unwritten(&self, event: &Envelope) -> Result<Unwritten, sqlx::Error> {
         let body = serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let now = now_millis();
-        sqlx::query(
-            "INSERT INTO outbox_events (id, routing_key, envelope, created_at, claimed_until) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(event.id.to_string())
-        .bind(event.routing_key())
-        .bind(body)
-        .bind(now)
-        .bind(now + self.shared.lease.as_millis() as i64)
-        .execute(&mut **tx)
-        .await?;
-        Ok(Recorded(event.clone()))
+        Ok(Unwritten {
+            event: event.clone(),
+            body,
+            created_at: now,
+            claimed_until: now + self.shared.lease.as_millis() as i64,
+        })
     }
 
     /// The transaction that recorded these events committed: publish them

@@ -1,5 +1,6 @@
 use kit::db::{Backend, Database};
 use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row, Transaction};
 use uuid::Uuid;
@@ -97,19 +98,29 @@ pub enum InsertOutcome {
 
 /// Insert a new order with its first history entry (one statement on
 /// PostgreSQL).
+/// Write a new order, its first history entry and `announcement` (the
+/// `order.placed` row). On PostgreSQL that is one statement, atomic without
+/// a transaction: pass a plain connection. SQLite needs several: pass a
+/// transaction and commit it when this answers `Inserted`.
 pub async fn insert(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
     backend: Backend,
     o: &OrderRecord,
+    announcement: &kit::events::Unwritten,
 ) -> Result<InsertOutcome, sqlx::Error> {
-    let values = "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
-    let sql = match backend {
-        Backend::Postgres => format!(
-            "WITH placed AS (INSERT INTO orders ({COLUMNS}) {values} RETURNING id) \
+    static VALUES: &str = "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
+    static PLACE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH placed AS (INSERT INTO orders ({COLUMNS}) {VALUES} RETURNING id), \
+             announced AS ({}) \
              INSERT INTO order_history (id, order_id, status, reason, at) \
-             SELECT $21, id, $5, NULL, $19 FROM placed"
-        ),
-        Backend::Sqlite => format!("INSERT INTO orders ({COLUMNS}) {values}"),
+             SELECT $21, id, $5, NULL, $19 FROM placed",
+            kit::events::Unwritten::insert_sql(22)
+        )
+    });
+    let sql = match backend {
+        Backend::Postgres => PLACE.clone(),
+        Backend::Sqlite => format!("INSERT INTO orders ({COLUMNS}) {VALUES}"),
     };
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(o.id.to_string())
@@ -136,9 +147,9 @@ pub async fn insert(
         .bind(o.created_at)
         .bind(o.updated_at);
     if backend == Backend::Postgres {
-        query = query.bind(Uuid::now_v7().to_string());
+        query = announcement.bind(query.bind(Uuid::now_v7().to_string()));
     }
-    match query.execute(&mut **tx).await {
+    match query.execute(&mut *conn).await {
         Ok(_) => {}
         Err(e) if kit::db::is_unique_violation(&e) => {
             let constraint = kit::db::violated_constraint(&e).unwrap_or_default();
@@ -151,7 +162,20 @@ pub async fn insert(
         Err(e) => return Err(e),
     }
     if backend == Backend::Sqlite {
-        add_history(tx, o.id, o.status, None, o.created_at).await?;
+        sqlx::query(
+            "INSERT INTO order_history (id, order_id, status, reason, at) VALUES ($1, $2, $3, NULL, $4)",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(o.id.to_string())
+        .bind(o.status.as_str())
+        .bind(o.created_at)
+        .execute(&mut *conn)
+        .await?;
+        let sql = kit::events::Unwritten::insert_sql(1);
+        announcement
+            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(InsertOutcome::Inserted)
 }
@@ -279,6 +303,7 @@ pub async fn set_status(
     change: (OrderStatus, Option<&str>),
     now: i64,
     notice: (&str, &str),
+    announcement: Option<&kit::events::Unwritten>,
 ) -> Result<(), sqlx::Error> {
     let (next, reason) = change;
     let paid_at = if next == OrderStatus::Confirmed {
@@ -292,15 +317,26 @@ pub async fn set_status(
         order.cancel_reason.clone()
     };
     let update = "UPDATE orders SET status = $1, cancel_reason = $2, paid_at = $3, updated_at = $4 WHERE id = $5";
-    let query = match backend {
-        Backend::Postgres => sqlx::query(
-            "WITH moved AS (UPDATE orders SET status = $1, cancel_reason = $2, paid_at = $3, \
-             updated_at = $4 WHERE id = $5 RETURNING id), \
-             entry AS (INSERT INTO order_history (id, order_id, status, reason, at) \
-             SELECT $6, id, $1, $7, $4 FROM moved) \
-             SELECT pg_notify($8, $9) FROM moved",
-        ),
-        Backend::Sqlite => sqlx::query(update),
+    // On PostgreSQL the change, its history entry, its notice and the event
+    // announcing it are one statement.
+    static MOVE: &str = "WITH moved AS (UPDATE orders SET status = $1, cancel_reason = $2, \
+         paid_at = $3, updated_at = $4 WHERE id = $5 RETURNING id), \
+         entry AS (INSERT INTO order_history (id, order_id, status, reason, at) \
+         SELECT $6, id, $1, $7, $4 FROM moved)";
+    static MOVE_AND_NOTIFY: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{MOVE} SELECT pg_notify($8, $9) FROM moved"));
+    static MOVE_ANNOUNCE_AND_NOTIFY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{MOVE}, announced AS ({}) SELECT pg_notify($8, $9) FROM moved",
+            kit::events::Unwritten::insert_sql(10)
+        )
+    });
+    let query = match (backend, announcement) {
+        (Backend::Postgres, None) => sqlx::query(sqlx::AssertSqlSafe(MOVE_AND_NOTIFY.as_str())),
+        (Backend::Postgres, Some(_)) => {
+            sqlx::query(sqlx::AssertSqlSafe(MOVE_ANNOUNCE_AND_NOTIFY.as_str()))
+        }
+        (Backend::Sqlite, _) => sqlx::query(update),
     }
     .bind(next.as_str())
     .bind(cancel_reason)
@@ -309,18 +345,29 @@ pub async fn set_status(
     .bind(order.id.to_string());
     match backend {
         Backend::Postgres => {
-            query
+            let query = query
                 .bind(Uuid::now_v7().to_string())
                 .bind(reason.map(str::to_string))
                 .bind(notice.0)
-                .bind(notice.1)
-                .execute(&mut **tx)
-                .await?;
+                .bind(notice.1);
+            match announcement {
+                Some(row) => row.bind(query),
+                None => query,
+            }
+            .execute(&mut **tx)
+            .await?;
             Ok(())
         }
         Backend::Sqlite => {
             query.execute(&mut **tx).await?;
-            add_history(tx, order.id, next, reason, now).await
+            add_history(tx, order.id, next, reason, now).await?;
+            if let Some(row) = announcement {
+                let sql = kit::events::Unwritten::insert_sql(1);
+                row.bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(())
         }
     }
 }
