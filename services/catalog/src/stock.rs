@@ -148,13 +148,15 @@ async fn claim_undecided(
             .await?;
         return Ok(earlier.is_none());
     }
-    let sql = format!(
-        "WITH claim AS ({} RETURNING event_id) \
-         SELECT EXISTS (SELECT 1 FROM claim) AND NOT EXISTS \
-         (SELECT 1 FROM stock_reservations WHERE order_id = $4) AS undecided",
-        inbox::CLAIM
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH claim AS ({} RETURNING event_id) \
+             SELECT EXISTS (SELECT 1 FROM claim) AND NOT EXISTS \
+             (SELECT 1 FROM stock_reservations WHERE order_id = $4) AS undecided",
+            inbox::CLAIM
+        )
+    });
+    let row = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
         .bind(SERVICE)
         .bind(event.id.to_string())
         .bind(now_millis())

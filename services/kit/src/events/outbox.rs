@@ -71,6 +71,10 @@ pub struct Unwritten {
 }
 
 impl Unwritten {
+    /// The `INSERT` of the row on its own, parameters `$1` to `$5`.
+    pub const INSERT: &str = "INSERT INTO outbox_events \
+         (id, routing_key, envelope, created_at, claimed_until) VALUES ($1, $2, $3, $4, $5)";
+
     /// The `INSERT` of the row, its five parameters numbered from `$first`.
     pub fn insert_sql(first: usize) -> String {
         let p: Vec<String> = (first..first + 5).map(|i| format!("${i}")).collect();
@@ -122,10 +126,8 @@ impl Outbox {
         tx: &mut Transaction<'static, Any>,
         event: &Envelope,
     ) -> Result<Recorded, sqlx::Error> {
-        static SQL: std::sync::LazyLock<String> =
-            std::sync::LazyLock::new(|| Unwritten::insert_sql(1));
         let row = self.unwritten(event)?;
-        row.bind(sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())))
+        row.bind(sqlx::query(Unwritten::INSERT))
             .execute(&mut **tx)
             .await?;
         Ok(row.written())

@@ -96,8 +96,6 @@ pub enum InsertOutcome {
     DuplicateNumber,
 }
 
-/// Insert a new order with its first history entry (one statement on
-/// PostgreSQL).
 /// Write a new order, its first history entry and `announcement` (the
 /// `order.placed` row). On PostgreSQL that is one statement, atomic without
 /// a transaction: pass a plain connection. SQLite needs several: pass a
@@ -162,18 +160,9 @@ pub async fn insert(
         Err(e) => return Err(e),
     }
     if backend == Backend::Sqlite {
-        sqlx::query(
-            "INSERT INTO order_history (id, order_id, status, reason, at) VALUES ($1, $2, $3, NULL, $4)",
-        )
-        .bind(Uuid::now_v7().to_string())
-        .bind(o.id.to_string())
-        .bind(o.status.as_str())
-        .bind(o.created_at)
-        .execute(&mut *conn)
-        .await?;
-        let sql = kit::events::Unwritten::insert_sql(1);
+        add_history(conn, o.id, o.status, None, o.created_at).await?;
         announcement
-            .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+            .bind(sqlx::query(kit::events::Unwritten::INSERT))
             .execute(&mut *conn)
             .await?;
     }
@@ -181,7 +170,7 @@ pub async fn insert(
 }
 
 pub async fn add_history(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
     order_id: Uuid,
     status: OrderStatus,
     reason: Option<&str>,
@@ -195,7 +184,7 @@ pub async fn add_history(
     .bind(status.as_str())
     .bind(reason.map(str::to_string))
     .bind(at)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
@@ -253,14 +242,13 @@ pub async fn claim_and_lock(
         }
         return Ok(Claimed::First(lock(tx, backend, id).await?.map(Box::new)));
     }
-    let sql = format!(
-        "WITH claim AS ({} RETURNING event_id), \
-         locked AS (SELECT {COLUMNS} FROM orders WHERE id = $4 FOR UPDATE) \
-         SELECT EXISTS (SELECT 1 FROM claim) AS claimed, locked.* \
-         FROM (SELECT 1) AS one LEFT JOIN locked ON TRUE",
-        kit::events::inbox::CLAIM
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        kit::events::inbox::claim_then_lock(
+            kit::events::inbox::CLAIM,
+            &format!("SELECT {COLUMNS} FROM orders WHERE id = $4 FOR UPDATE"),
+        )
+    });
+    let row = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
         .bind(consumer)
         .bind(event_id)
         .bind(now)
@@ -362,8 +350,7 @@ pub async fn set_status(
             query.execute(&mut **tx).await?;
             add_history(tx, order.id, next, reason, now).await?;
             if let Some(row) = announcement {
-                let sql = kit::events::Unwritten::insert_sql(1);
-                row.bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+                row.bind(sqlx::query(kit::events::Unwritten::INSERT))
                     .execute(&mut **tx)
                     .await?;
             }

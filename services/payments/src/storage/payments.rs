@@ -159,11 +159,9 @@ pub async fn by_order_for_update<'e>(
 /// The statement that claims a cause (`claim`, an `INSERT … ON CONFLICT DO
 /// NOTHING`) and locks the payment of order `$order_param` together.
 fn claim_and_lock_sql(claim: &str, order_param: usize) -> String {
-    format!(
-        "WITH claim AS ({claim} RETURNING 1), \
-         locked AS (SELECT {COLUMNS} FROM payments WHERE order_id = ${order_param} FOR UPDATE) \
-         SELECT EXISTS (SELECT 1 FROM claim) AS claimed, locked.* \
-         FROM (SELECT 1) AS one LEFT JOIN locked ON TRUE"
+    kit::events::inbox::claim_then_lock(
+        claim,
+        &format!("SELECT {COLUMNS} FROM payments WHERE order_id = ${order_param} FOR UPDATE"),
     )
 }
 
