@@ -9,10 +9,13 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgListener;
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyPool, Connection, Executor, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DatabaseUrl;
+
+/// A pooled PostgreSQL connection idle this long is pinged before use.
+const RECHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -55,6 +58,20 @@ impl Database {
                 let pool = AnyPoolOptions::new()
                     .max_connections(max_connections)
                     .acquire_timeout(Duration::from_secs(10))
+                    // sqlx pings every connection as it returns to the pool;
+                    // pinging it again on the way out (its default) costs a
+                    // round trip per use and only tells something new about
+                    // a connection that sat idle, which a server restart or
+                    // a dropped link may have broken meanwhile.
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= RECHECK_AFTER_IDLE {
+                                conn.ping().await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect_with(opts)
                     .await
                     .map_err(DbError::Connect)?;
