@@ -1,9 +1,11 @@
 //! From a consumed event to a stored notification: parse the payload,
-//! render the email, and record it in the same transaction that claims the
-//! event in the inbox, so a redelivered event never makes a second one.
+//! render the email, and record it together with the event's claim in the
+//! inbox (one statement on PostgreSQL, one transaction on SQLite), so a
+//! redelivered event never makes a second one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use kit::db::Backend;
 use kit::events::{Envelope, EventBus, HandlerError, Subscription, inbox};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -152,35 +154,49 @@ pub async fn handle(state: &AppState, event: Envelope) -> Result<(), HandlerErro
         },
     };
 
-    let mut tx = state.db.begin().await?;
-    if !inbox::first_delivery(&mut tx, CONSUMER, &event).await? {
+    let notification = NewNotification {
+        id: Uuid::now_v7(),
+        user_id: draft.user_id,
+        kind: kind.as_str(),
+        event_id: event.id,
+        order_id: draft.order_id,
+        order_number: draft.order_number.as_deref(),
+        recipient: &draft.recipient,
+        subject: &draft.email.subject,
+        body_text: &draft.email.text,
+        body_html: &draft.email.html,
+        status,
+        last_error: last_error.as_deref(),
+        next_attempt_at,
+        created_at: now,
+    };
+    let first = match state.db.backend() {
+        // One statement claims and records: no transaction round trips.
+        Backend::Postgres => {
+            let claim = notifications::Claim {
+                consumer: CONSUMER,
+                event_id: event.id,
+                at: now,
+            };
+            notifications::claim_and_insert(state.db.pool(), claim, &notification).await?
+        }
+        Backend::Sqlite => {
+            let mut tx = state.db.begin().await?;
+            let first = inbox::first_delivery(&mut tx, CONSUMER, &event).await?;
+            if first {
+                notifications::insert(&mut *tx, &notification).await?;
+                tx.commit().await?;
+            }
+            first
+        }
+    };
+    if !first {
         state.stats.duplicates.fetch_add(1, Ordering::SeqCst);
         metrics::counter!("notifications_events_total", "event" => kind.event_type(), "outcome" => "duplicate")
             .increment(1);
         tracing::debug!("event already handled; ignoring the redelivery");
         return Ok(());
     }
-    notifications::insert(
-        &mut *tx,
-        &NewNotification {
-            id: Uuid::now_v7(),
-            user_id: draft.user_id,
-            kind: kind.as_str(),
-            event_id: event.id,
-            order_id: draft.order_id,
-            order_number: draft.order_number.as_deref(),
-            recipient: &draft.recipient,
-            subject: &draft.email.subject,
-            body_text: &draft.email.text,
-            body_html: &draft.email.html,
-            status,
-            last_error: last_error.as_deref(),
-            next_attempt_at,
-            created_at: now,
-        },
-    )
-    .await?;
-    tx.commit().await?;
     metrics::counter!("notifications_events_total", "event" => kind.event_type(), "outcome" => status.as_str())
         .increment(1);
     if status == Status::Queued {

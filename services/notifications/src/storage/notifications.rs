@@ -3,6 +3,8 @@
 
 use kit::db::{Backend, Database};
 use sqlx::any::AnyRow;
+use std::sync::LazyLock;
+
 use sqlx::{Any, Executor, Row};
 use uuid::Uuid;
 
@@ -112,32 +114,80 @@ pub struct NewNotification<'a> {
     pub created_at: i64,
 }
 
+const INSERT_COLUMNS: &str = "INSERT INTO notifications (id, user_id, kind, event_id, order_id, \
+     order_number, recipient, subject, body_text, body_html, status, attempts, last_error, \
+     next_attempt_at, created_at)";
+
+/// The fourteen values `$first` onwards, in [`bind`]'s order.
+fn values(first: usize) -> String {
+    let p: Vec<String> = (first..first + 14).map(|i| format!("${i}")).collect();
+    // `attempts` starts at 0, between status and last_error.
+    format!("{}, 0, {}", p[..11].join(", "), p[11..].join(", "))
+}
+
+fn bind<'q>(
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    n: &'q NewNotification<'_>,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    query
+        .bind(n.id.to_string())
+        .bind(n.user_id.map(|u| u.to_string()))
+        .bind(n.kind)
+        .bind(n.event_id.to_string())
+        .bind(n.order_id.map(|u| u.to_string()))
+        .bind(n.order_number)
+        .bind(n.recipient)
+        .bind(n.subject)
+        .bind(n.body_text)
+        .bind(n.body_html)
+        .bind(n.status.as_str())
+        .bind(n.last_error)
+        .bind(n.next_attempt_at)
+        .bind(n.created_at)
+}
+
 pub async fn insert<'e>(
     db: impl Executor<'e, Database = Any>,
     n: &NewNotification<'_>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO notifications (id, user_id, kind, event_id, order_id, order_number, recipient, \
-         subject, body_text, body_html, status, attempts, last_error, next_attempt_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13, $14)",
-    )
-    .bind(n.id.to_string())
-    .bind(n.user_id.map(|u| u.to_string()))
-    .bind(n.kind)
-    .bind(n.event_id.to_string())
-    .bind(n.order_id.map(|u| u.to_string()))
-    .bind(n.order_number)
-    .bind(n.recipient)
-    .bind(n.subject)
-    .bind(n.body_text)
-    .bind(n.body_html)
-    .bind(n.status.as_str())
-    .bind(n.last_error)
-    .bind(n.next_attempt_at)
-    .bind(n.created_at)
-    .execute(db)
-    .await?;
+    static SQL: LazyLock<String> =
+        LazyLock::new(|| format!("{INSERT_COLUMNS} VALUES ({})", values(1)));
+    bind(sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())), n)
+        .execute(db)
+        .await?;
     Ok(())
+}
+
+/// PostgreSQL only: claim the event that caused `n` in the inbox (`claim`,
+/// binding `$1` to `$3`) and insert `n` in one statement, with no
+/// transaction around it. `false`: the event was claimed before, and
+/// nothing was inserted.
+pub async fn claim_and_insert<'e>(
+    db: impl Executor<'e, Database = Any>,
+    claim: Claim<'_>,
+    n: &NewNotification<'_>,
+) -> Result<bool, sqlx::Error> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH claim AS ({} RETURNING 1) {INSERT_COLUMNS} SELECT {} \
+             WHERE EXISTS (SELECT 1 FROM claim)",
+            kit::events::inbox::CLAIM,
+            values(4)
+        )
+    });
+    let query = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(claim.consumer)
+        .bind(claim.event_id.to_string())
+        .bind(claim.at);
+    let done = bind(query, n).execute(db).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Who claims which event, and when, for [`claim_and_insert`].
+pub struct Claim<'a> {
+    pub consumer: &'a str,
+    pub event_id: Uuid,
+    pub at: i64,
 }
 
 pub async fn by_id<'e>(
