@@ -1589,3 +1589,26 @@ async fn browsing_facets_stay_exact_through_every_kind_of_change() {
     replace(8, &|p| p["price"]["amount"] = json!(500)).await;
     check("a change after compacting").await;
 }
+
+/// The catalogue's cache generation (what the gateway's kept copies are
+/// vouched for by) starts once and changes only on demand, in Redis as in
+/// memory.
+#[tokio::test]
+async fn a_cache_generation_starts_once_and_changes_on_demand() {
+    let b = Backends::new();
+    let cache = b
+        .cache()
+        .await
+        .scoped(&format!("generation-{}", uuid::Uuid::now_v7().simple()));
+    let key = "catalog:generation";
+    assert_eq!(cache.generation(key).await.unwrap(), None);
+    let first = cache
+        .start_generation(key)
+        .await
+        .expect("start a generation");
+    assert_eq!(cache.start_generation(key).await.unwrap(), first);
+    assert_eq!(cache.generation(key).await.unwrap(), Some(first));
+    let next = cache.new_generation(key).await.unwrap();
+    assert_ne!(next, first);
+    assert_eq!(cache.start_generation(key).await.unwrap(), next);
+}

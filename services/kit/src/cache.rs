@@ -183,7 +183,8 @@ impl Cache {
         let fresh = fresh_generation();
         match &self.store {
             Store::Redis(c) => {
-                let (_, current): ((), Option<u64>) = redis::pipe()
+                // SET's reply is ignored: the pipeline answers GET's alone.
+                let (current,): (Option<u64>,) = redis::pipe()
                     .cmd("SET")
                     .arg(&full)
                     .arg(fresh)
