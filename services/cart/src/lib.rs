@@ -200,6 +200,7 @@ impl Cart {
                         Ok(())
                     }
                     Ok(false) => Ok(()),
+                    Err(e) if e.is_unavailable() => Err(HandlerError::unavailable(e)),
                     Err(e) => Err(HandlerError::transient(e)),
                 }
             }

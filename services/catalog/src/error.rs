@@ -68,7 +68,7 @@ impl From<CatalogError> for Problem {
                 Problem::conflict("already-reviewed", "You have already reviewed this product")
             }
             CatalogError::Problem(p) => p,
-            CatalogError::Database(e) => Problem::internal(&e),
+            CatalogError::Database(e) => Problem::database(&e),
             CatalogError::Encoding(e) => Problem::internal(&e),
         }
     }

@@ -59,7 +59,7 @@ impl From<IdentityError> for Problem {
             .retry_after(retry_after_secs),
             IdentityError::UserNotFound => Problem::not_found("no such user"),
             IdentityError::Problem(p) => p,
-            IdentityError::Database(e) => Problem::internal(&e),
+            IdentityError::Database(e) => Problem::database(&e),
             IdentityError::Hash(e) => Problem::internal(&e),
             IdentityError::Signing(e) => Problem::internal(&e),
             IdentityError::Event(e) => Problem::internal(&e),

@@ -227,3 +227,52 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
         .map(|e| e.is_unique_violation())
         .unwrap_or(false)
 }
+
+/// `err` says the database cannot serve anyone right now (unreachable,
+/// restarting, recovering, out of connections), not that this request or
+/// event is wrong: worth waiting for, never worth giving up on.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => true,
+        // SQLSTATE classes 08 (connection exception), 53 (insufficient
+        // resources: too many connections, disk full) and 57P (operator
+        // intervention: shutting down, crashed, still starting up).
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+        }),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_trouble_is_unavailable_and_mistakes_are_not() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(is_unavailable(&sqlx::Error::Io(refused)));
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+        assert!(!is_unavailable(&sqlx::Error::ColumnNotFound("x".into())));
+        // A pool closed on purpose is shutting down, not waiting for a server.
+        assert!(!is_unavailable(&sqlx::Error::PoolClosed));
+    }
+
+    #[tokio::test]
+    async fn a_sql_mistake_is_not_unavailability() {
+        let db = Database::connect(&DatabaseUrl::Sqlite("sqlite::memory:".into()))
+            .await
+            .unwrap();
+        let err = sqlx::query("SELECT * FROM no_such_table")
+            .execute(db.pool())
+            .await
+            .unwrap_err();
+        assert!(!is_unavailable(&err), "{err}");
+    }
+}

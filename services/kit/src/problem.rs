@@ -135,6 +135,19 @@ impl Problem {
         .detail(detail)
     }
 
+    /// A failed database call: 503 with `Retry-After` while the database
+    /// cannot be reached (a client may simply try again), else
+    /// [`Problem::internal`].
+    pub fn database(err: &sqlx::Error) -> Self {
+        if crate::db::is_unavailable(err) {
+            tracing::warn!(error = %err, "the database cannot be reached");
+            Self::unavailable("the database cannot be reached right now; try again shortly")
+                .retry_after(1)
+        } else {
+            Self::internal(err)
+        }
+    }
+
     /// An unexpected failure. The cause is logged here with its chain and
     /// never reaches the client.
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
@@ -213,6 +226,16 @@ mod tests {
         let p = Problem::internal(&cause);
         let body = serde_json::to_string(&p.body()).unwrap();
         assert!(!body.contains("hunter2"));
+        assert_eq!(p.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_503_to_retry_and_a_mistake_is_a_500() {
+        let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let res = Problem::database(&refused).into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        let p = Problem::database(&sqlx::Error::ColumnNotFound("total".into()));
         assert_eq!(p.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

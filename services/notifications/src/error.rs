@@ -14,7 +14,7 @@ impl From<NotificationsError> for Problem {
     fn from(e: NotificationsError) -> Self {
         match e {
             NotificationsError::Problem(p) => p,
-            NotificationsError::Database(e) => Problem::internal(&e),
+            NotificationsError::Database(e) => Problem::database(&e),
         }
     }
 }

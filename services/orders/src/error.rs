@@ -65,7 +65,7 @@ impl From<OrderError> for Problem {
             }
             OrderError::Peer(e) => Problem::unavailable(e.to_string()),
             OrderError::Problem(p) => p,
-            OrderError::Database(e) => Problem::internal(&e),
+            OrderError::Database(e) => Problem::database(&e),
             OrderError::Event(e) => Problem::internal(&e),
         }
     }

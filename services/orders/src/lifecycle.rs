@@ -182,7 +182,7 @@ fn saga_step(
                     Ok(())
                 }
                 Ok(_) => Ok(()),
-                Err(OrderError::Database(e)) => Err(HandlerError::transient(e)),
+                Err(OrderError::Database(e)) => Err(HandlerError::from(e)),
                 Err(e) => Err(HandlerError::transient(e)),
             }
         }

@@ -57,7 +57,7 @@ impl From<PaymentsError> for Problem {
             PaymentsError::Retry(m) => Problem::unavailable(m).retry_after(1),
             PaymentsError::Provider(e) => Problem::unavailable(e.to_string()).retry_after(5),
             PaymentsError::Problem(p) => p,
-            PaymentsError::Database(e) => Problem::internal(&e),
+            PaymentsError::Database(e) => Problem::database(&e),
             PaymentsError::Event(e) => Problem::internal(&e),
         }
     }
@@ -72,9 +72,9 @@ impl IntoResponse for PaymentsError {
 impl From<PaymentsError> for HandlerError {
     fn from(e: PaymentsError) -> Self {
         match e {
-            PaymentsError::Retry(_)
-            | PaymentsError::Database(_)
-            | PaymentsError::Provider(ProviderError::Unavailable(_)) => HandlerError::transient(e),
+            PaymentsError::Database(e) => HandlerError::from(e),
+            PaymentsError::Provider(ProviderError::Unavailable(_)) => HandlerError::unavailable(e),
+            PaymentsError::Retry(_) => HandlerError::transient(e),
             PaymentsError::Invalid(_)
             | PaymentsError::UnknownProvider(_)
             | PaymentsError::Webhook(_)

@@ -82,10 +82,7 @@ impl StoreError {
                     || e.is_connection_refusal()
                     || e.is_connection_dropped()
             }
-            StoreError::Sql(e) => matches!(
-                e,
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-            ),
+            StoreError::Sql(e) => kit::db::is_unavailable(e),
             StoreError::Corrupt(_) => false,
         }
     }

@@ -78,6 +78,11 @@ pub enum HandlerError {
     /// Will never succeed (unparseable payload): dead-letter at once.
     #[error("poison: {0}")]
     Poison(String),
+    /// Something every event needs is down (the database, the payment
+    /// provider): not this event's fault, so it is retried until that is
+    /// back, without counting attempts, and never dead-lettered.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl HandlerError {
@@ -87,11 +92,18 @@ impl HandlerError {
     pub fn poison(e: impl std::fmt::Display) -> Self {
         HandlerError::Poison(e.to_string())
     }
+    pub fn unavailable(e: impl std::fmt::Display) -> Self {
+        HandlerError::Unavailable(e.to_string())
+    }
 }
 
 impl From<sqlx::Error> for HandlerError {
     fn from(e: sqlx::Error) -> Self {
-        HandlerError::Transient(e.to_string())
+        if crate::db::is_unavailable(&e) {
+            HandlerError::Unavailable(e.to_string())
+        } else {
+            HandlerError::Transient(e.to_string())
+        }
     }
 }
 
@@ -250,6 +262,8 @@ pub(crate) async fn handle_with_retries(
     shutdown: &CancellationToken,
 ) -> Disposition {
     let mut attempt = 1;
+    // Retries while something is down, counted apart from attempts.
+    let mut waits = 0;
     loop {
         let outcome = event
             .context()
@@ -257,6 +271,14 @@ pub(crate) async fn handle_with_retries(
             .await;
         match outcome {
             Ok(()) => return Disposition::Ack,
+            Err(HandlerError::Unavailable(reason)) => {
+                waits += 1;
+                tracing::warn!(event_id = %event.id, event_type = %event.event_type, consumer = %sub.consumer, waits, %reason, "cannot handle the event while this is down; waiting");
+                tokio::select! {
+                    _ = tokio::time::sleep(sub.retry.backoff(waits)) => {}
+                    _ = shutdown.cancelled() => return Disposition::Requeue,
+                }
+            }
             Err(HandlerError::Poison(reason)) => {
                 tracing::error!(event_id = %event.id, event_type = %event.event_type, consumer = %sub.consumer, %reason, "poison event");
                 return Disposition::DeadLetter(reason);
@@ -280,6 +302,61 @@ pub(crate) async fn handle_with_retries(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn failing(times: u32, error: fn() -> HandlerError) -> (Subscription, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let counted = calls.clone();
+        let sub = Subscription::new("test", "thing.happened", move |_event: Envelope| {
+            let calls = counted.clone();
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) < times {
+                    Err(error())
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .with_retry(RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+        });
+        (sub, calls)
+    }
+
+    fn event() -> Envelope {
+        Envelope::new("test", "thing.happened", serde_json::json!({})).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_handler_failing_on_its_own_is_dead_lettered_after_its_attempts() {
+        let (sub, calls) = failing(10, || HandlerError::transient("constraint"));
+        let done = handle_with_retries(&sub, &event(), &CancellationToken::new()).await;
+        assert!(matches!(done, Disposition::DeadLetter(_)), "{done:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn an_outage_is_waited_out_however_long_it_lasts() {
+        let (sub, calls) = failing(10, || HandlerError::unavailable("connection refused"));
+        let done = handle_with_retries(&sub, &event(), &CancellationToken::new()).await;
+        assert!(matches!(done, Disposition::Ack), "{done:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 11);
+    }
+
+    #[tokio::test]
+    async fn shutting_down_during_an_outage_gives_the_event_back() {
+        let (sub, _) = failing(u32::MAX, || HandlerError::unavailable("connection refused"));
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop.cancel();
+        });
+        let done = handle_with_retries(&sub, &event(), &shutdown).await;
+        assert!(matches!(done, Disposition::Requeue), "{done:?}");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
