@@ -10,7 +10,11 @@
 //! verified webhook path a real provider uses.
 //!
 //! Like Stripe, the same idempotency key gives the same answer and no
-//! second charge; the sandbox remembers keys in memory only.
+//! second charge. PaymentIntent and refund ids are derived from the key, so
+//! this holds across restarts too: a key sent again after payments
+//! restarted names the same PaymentIntent, and its outcome is delivered
+//! once more (what was in flight died with the process); the webhook path
+//! makes that second delivery change nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -94,6 +98,14 @@ fn decline_for(payment_method: &str) -> Option<Value> {
         "decline_code": decline_code,
         "message": "The sandbox declined this test payment method.",
     }))
+}
+
+/// The id of the object made for an idempotency key: the same key, the
+/// same object, in this process or the next.
+fn keyed_stripe_id(prefix: &str, idempotency_key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("emporium-sandbox/{prefix}/{idempotency_key}"));
+    format!("{prefix}_{}", signature::to_hex(&digest[..12]))
 }
 
 fn stripe_id(prefix: &str) -> String {
@@ -234,8 +246,9 @@ impl PaymentProvider for Sandbox {
     ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>> {
         Box::pin(async move {
             let url = self.target.webhook_url()?;
-            let (payment_id, new) =
-                Self::remember(&self.charges, &request.idempotency_key, || stripe_id("pi"));
+            let (payment_id, new) = Self::remember(&self.charges, &request.idempotency_key, || {
+                keyed_stripe_id("pi", &request.idempotency_key)
+            });
             if new {
                 let decline = decline_for(request.payment_method.as_str());
                 let (event_type, status) = match &decline {
@@ -266,8 +279,9 @@ impl PaymentProvider for Sandbox {
     ) -> BoxFuture<'a, Result<RefundOutcome, ProviderError>> {
         Box::pin(async move {
             let url = self.target.webhook_url()?;
-            let (refund_id, new) =
-                Self::remember(&self.refunds, &request.idempotency_key, || stripe_id("re"));
+            let (refund_id, new) = Self::remember(&self.refunds, &request.idempotency_key, || {
+                keyed_stripe_id("re", &request.idempotency_key)
+            });
             if new {
                 self.deliver_later(
                     url,
@@ -329,5 +343,24 @@ mod tests {
         assert!(id.starts_with("pi_"));
         assert_eq!(id.len(), 3 + 24);
         assert_ne!(id, stripe_id("pi"));
+        let keyed = keyed_stripe_id("pi", "order-1");
+        assert!(keyed.starts_with("pi_"));
+        assert_eq!(keyed.len(), 3 + 24);
+    }
+
+    #[test]
+    fn a_key_names_the_same_object_in_the_next_process_too() {
+        assert_eq!(
+            keyed_stripe_id("pi", "order-1"),
+            keyed_stripe_id("pi", "order-1")
+        );
+        assert_ne!(
+            keyed_stripe_id("pi", "order-1"),
+            keyed_stripe_id("pi", "order-2")
+        );
+        assert_ne!(
+            keyed_stripe_id("pi", "order-1"),
+            keyed_stripe_id("re", "order-1")
+        );
     }
 }
