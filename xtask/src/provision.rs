@@ -464,6 +464,40 @@ fn pg_major_version(bin: &Path) -> Result<String> {
         .ok_or_else(|| anyhow!("cannot read the version in `{}`", version.trim()))
 }
 
+/// Shell commands that crash the PostgreSQL xtask started (`-m immediate`:
+/// no checkpoint, as if the machine lost power to it) and start it again
+/// with the options it last ran with (`pg_ctl restart` on a stopped
+/// cluster reads them from `postmaster.opts`), for the test that does this
+/// under load. `None` when xtask did not start the PostgreSQL at `url`.
+pub fn postgres_crash_commands(url: &str) -> Option<(String, String)> {
+    if url != Backend::Postgres.default_url() {
+        return None;
+    }
+    let marker = fs::read_to_string(Backend::Postgres.marker()).ok()?;
+    if !marker.starts_with("local") {
+        return None;
+    }
+    let field = |key: &str| {
+        marker
+            .lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+    };
+    let (bin, data) = (field("bin")?, field("data")?);
+    let log = Path::new(WORK_DIR).join(format!("pg-{POSTGRES_PORT}.log"));
+    let pg_ctl = format!(
+        "{}'{bin}/pg_ctl' -D '{data}'",
+        if is_root() {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        }
+    );
+    Some((
+        format!("{pg_ctl} -m immediate -w stop"),
+        format!("{pg_ctl} -l '{}' -w -t 60 restart", log.display()),
+    ))
+}
+
 fn stop_postgres(marker: &str) -> Result<()> {
     let field = |key: &str| {
         marker

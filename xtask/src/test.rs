@@ -87,11 +87,20 @@ pub fn run(root: &Path, options: &Options) -> Result<ExitCode> {
         None
     };
 
-    let tools = if !options.dry_run && sets.iter().any(|s| matches!(s, Set::Embedded | Set::Real)) {
-        crate::tools::test_env()?
-    } else {
-        Vec::new()
-    };
+    let mut tools =
+        if !options.dry_run && sets.iter().any(|s| matches!(s, Set::Embedded | Set::Real)) {
+            crate::tools::test_env()?
+        } else {
+            Vec::new()
+        };
+    // The test that crashes PostgreSQL under load needs to know how.
+    if let Some((crash, start)) = urls
+        .as_ref()
+        .and_then(|u| provision::postgres_crash_commands(&u.postgres))
+    {
+        tools.push(("EMPORIUM_TEST_POSTGRES_CRASH", crash));
+        tools.push(("EMPORIUM_TEST_POSTGRES_START", start));
+    }
     let nextest = cmd::succeeds(cargo().args(["nextest", "--version"]));
     let mut outcomes = Vec::new();
     for set in sets {
