@@ -72,7 +72,16 @@ impl Service {
         settings: Settings,
         verifier: Arc<TokenVerifier>,
     ) -> Service {
-        let db = b.database("payments").await;
+        Self::start_on(b.database("payments").await, bus, settings, verifier).await
+    }
+
+    /// Start on an existing database: payments started again.
+    async fn start_on(
+        db: Database,
+        bus: &EventBus,
+        settings: Settings,
+        verifier: Arc<TokenVerifier>,
+    ) -> Service {
         let (listener, url) = listen().await;
         let service = payments::Payments::build(
             settings,
@@ -480,6 +489,65 @@ async fn a_stock_reservation_that_overtakes_its_order_is_charged_once_the_order_
         .await
         .unwrap();
     assert!(dead.is_empty(), "{dead:?}");
+    stop.cancel();
+}
+
+/// payments stops (a crash, a rollout) while the sandbox still holds the
+/// outcomes of two charges; they die with it. The next payments process
+/// asks the provider where those charges stand and settles them, under the
+/// PaymentIntents already made: each charged once, and neither left
+/// waiting for the order's payment timeout.
+#[tokio::test]
+async fn charges_whose_outcome_died_with_their_process_are_settled_by_the_next_one() {
+    let b = Backends::new();
+    let bus = b.bus().await;
+    let stop = CancellationToken::new();
+    let observer = Observer::start(&bus, &stop).await;
+    let mut holding = sandbox(0.0);
+    holding.sandbox.delay = Duration::from_secs(3600);
+    let first = Service::start(&b, &bus, holding, no_tokens()).await;
+
+    let paid = Order::new("pm_card_visa", 1500);
+    let declined = Order::new("pm_card_chargeDeclinedInsufficientFunds", 700);
+    let mut charged = Vec::new();
+    for order in [&paid, &declined] {
+        publish(&bus, &order.placed()).await;
+        publish(&bus, &order.reserved()).await;
+        let pi = eventually(30, "the charge in flight", || async {
+            first
+                .payment(order.id)
+                .await
+                .filter(|p| p.status == "processing")
+                .and_then(|p| p.provider_payment_id)
+        })
+        .await;
+        charged.push(pi);
+    }
+    let db = first.db.clone();
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(observer.of("payment.succeeded", paid.id).is_empty());
+
+    let mut settings = sandbox(0.0);
+    settings.recheck_charges_after = Duration::from_secs(1);
+    let second = Service::start_on(db, &bus, settings, no_tokens()).await;
+    observer.wait_for("payment.succeeded", paid.id).await;
+    let failed = observer.wait_for("payment.failed", declined.id).await;
+    assert_eq!(failed.payload["reason"], "insufficient_funds");
+    for (order, pi, status) in [
+        (&paid, &charged[0], "succeeded"),
+        (&declined, &charged[1], "failed"),
+    ] {
+        let row = second.payment(order.id).await.unwrap();
+        assert_eq!(row.status, status);
+        assert_eq!(
+            row.provider_payment_id.as_ref(),
+            Some(pi),
+            "the same charge"
+        );
+    }
+    assert_eq!(second.recorded("payment.succeeded", paid.id).await, 1);
+    assert_eq!(second.recorded("payment.failed", declined.id).await, 1);
     stop.cancel();
 }
 
@@ -1119,6 +1187,33 @@ async fn the_stripe_provider_speaks_stripes_api() {
         Some(format!("refund-{order_id}").as_str())
     );
     assert_eq!(sent.field("payment_intent"), Some(pi.as_str()));
+
+    // Asked where a charge stands: GET the PaymentIntent, read as a
+    // confirm's answer is (stripe-mock's canned object names the id asked
+    // for).
+    let request = ChargeRequest {
+        order_id,
+        amount: payments::domain::Money::parse(1234, "USD").unwrap(),
+        payment_method: payments::domain::PaymentMethodToken::parse("pm_card_visa").unwrap(),
+        idempotency_key: order_id.to_string(),
+    };
+    let status = provider
+        .charge_status(&request, &pi)
+        .await
+        .expect("stripe-mock answers for the PaymentIntent");
+    assert_eq!(status.payment_id(), Some(pi.as_str()), "{status:?}");
+    let asked = log.lock().unwrap()[2].clone();
+    assert_eq!(asked.method, "GET");
+    assert_eq!(asked.path, format!("/v1/payment_intents/{pi}"));
+    assert_eq!(asked.status, 200);
+    assert_eq!(
+        asked.header("authorization"),
+        Some("Bearer sk_test_emporium")
+    );
+    let odd = provider
+        .charge_status(&request, "pi_1/../../v1/charges")
+        .await;
+    assert!(matches!(odd, Err(ProviderError::Rejected(_))), "{odd:?}");
 
     // A key Stripe refuses is worth retrying once fixed, never a decline.
     let refused = stripe(mock.http.clone(), "not-a-key")

@@ -49,6 +49,9 @@ pub struct Settings {
     /// also be given later with [`Payments::set_public_url`].
     pub public_url: Option<Url>,
     pub sandbox: SandboxSettings,
+    /// Ask the provider about a charge whose outcome has not arrived for
+    /// this long.
+    pub recheck_charges_after: Duration,
     /// How each event subscription retries before dead-lettering; generous,
     /// since `stock.reserved` may wait for its `order.placed`.
     pub retry: RetryPolicy,
@@ -68,6 +71,7 @@ impl Default for Settings {
             stripe_timeout: Duration::from_secs(20),
             public_url: None,
             sandbox: SandboxSettings::default(),
+            recheck_charges_after: Duration::from_secs(120),
             retry: RetryPolicy {
                 max_attempts: 10,
                 initial_backoff: Duration::from_millis(100),
@@ -251,7 +255,10 @@ impl Payments {
             self.bus.clone(),
             self.state.outbox.clone(),
         );
-        let mut handles = vec![tokio::spawn(relay.run(shutdown.clone()))];
+        let mut handles = vec![
+            tokio::spawn(relay.run(shutdown.clone())),
+            tokio::spawn(recheck_charges(self.state.clone(), shutdown.clone())),
+        ];
         for subscription in self.subscriptions() {
             let handle = self
                 .bus
@@ -261,5 +268,21 @@ impl Payments {
             handles.push(handle);
         }
         Ok(handles)
+    }
+}
+
+/// Now and then, settle the charges whose outcome never arrived by asking
+/// the provider (see [`lifecycle::recheck_charges_in_flight`]).
+async fn recheck_charges(state: AppState, shutdown: CancellationToken) {
+    let after = state.settings.recheck_charges_after;
+    let every = (after / 4).max(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(e) = lifecycle::recheck_charges_in_flight(&state, after).await {
+            tracing::warn!(error = %e, "cannot recheck the charges in flight");
+        }
     }
 }

@@ -46,6 +46,9 @@ pub enum Claim<'a> {
         provider: &'a str,
         event: &'a ProviderEvent,
     },
+    /// The provider's answer when asked where a charge stands: nothing to
+    /// claim; the payment's state under its lock decides whether it applies.
+    Recheck,
 }
 
 impl Claim<'_> {
@@ -74,6 +77,9 @@ impl Claim<'_> {
                 let claim = (*provider, event.id.as_str(), event.event_type.as_str());
                 payments::claim_webhook_and_lock(&mut **tx, claim, order_id, now).await?
             }
+            Claim::Recheck => {
+                Some(payments::by_order_for_update(&mut **tx, backend, order_id).await?)
+            }
         })
     }
 
@@ -91,6 +97,7 @@ impl Claim<'_> {
                 )
                 .await?
             }
+            Claim::Recheck => true,
         })
     }
 }
@@ -412,6 +419,53 @@ async fn apply_charge_outcome(
         }
     }
     commit(state, tx, recorded).await
+}
+
+/// Ask the provider where each charge stands whose outcome has not arrived
+/// for `after` (its webhook lost, or the process that awaited it gone), and
+/// settle those it has decided, as their webhook would have. Returns how
+/// many were settled.
+pub async fn recheck_charges_in_flight(
+    state: &AppState,
+    after: std::time::Duration,
+) -> Result<usize> {
+    let changed_before = now_millis() - after.as_millis() as i64;
+    let stale = payments::charges_in_flight_since(state.db.pool(), changed_before, 50).await?;
+    let mut settled = 0;
+    for payment in stale {
+        let (Some(payment_id), Some(payment_method)) = (
+            payment.provider_payment_id.as_deref(),
+            payment
+                .payment_method
+                .as_deref()
+                .and_then(|t| PaymentMethodToken::parse(t).ok()),
+        ) else {
+            continue;
+        };
+        let request = ChargeRequest {
+            order_id: payment.order_id,
+            amount: payment.amount.clone(),
+            payment_method,
+            idempotency_key: payment.order_id.to_string(),
+        };
+        let outcome = match state.provider.charge_status(&request, payment_id).await {
+            Ok(ChargeOutcome::Processing { .. }) => continue,
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::warn!(order_id = %payment.order_id, %payment_id, error = %e, "cannot ask the provider about a charge in flight");
+                continue;
+            }
+        };
+        tracing::info!(order_id = %payment.order_id, %payment_id, outcome = outcome.label(), "a charge in flight settled on asking the provider");
+        match apply_charge_outcome(state, &payment, outcome, Claim::Recheck).await {
+            Ok(_) => settled += 1,
+            // The next round tries again.
+            Err(e) => {
+                tracing::warn!(order_id = %payment.order_id, error = %e, "cannot settle a charge in flight")
+            }
+        }
+    }
+    Ok(settled)
 }
 
 /// Record a refund's outcome on a payment that was charged; the event it

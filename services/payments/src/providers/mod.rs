@@ -163,6 +163,15 @@ pub trait PaymentProvider: Send + Sync + 'static {
         request: &'a RefundRequest,
     ) -> BoxFuture<'a, Result<RefundOutcome, ProviderError>>;
 
+    /// Where the charge `payment_id`, made for `request`, stands now, asked
+    /// of the provider itself: for a charge whose outcome never arrived
+    /// (a webhook lost, or the process that awaited it gone).
+    fn charge_status<'a>(
+        &'a self,
+        request: &'a ChargeRequest,
+        payment_id: &'a str,
+    ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>>;
+
     /// Verify a webhook's signature over its raw body at `now` (Unix
     /// seconds) and read it.
     fn verify_webhook(

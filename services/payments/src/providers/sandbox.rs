@@ -303,6 +303,32 @@ impl PaymentProvider for Sandbox {
         })
     }
 
+    fn charge_status<'a>(
+        &'a self,
+        request: &'a ChargeRequest,
+        payment_id: &'a str,
+    ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>> {
+        Box::pin(async move {
+            if payment_id != keyed_stripe_id("pi", &request.idempotency_key) {
+                return Err(ProviderError::Rejected(format!(
+                    "no such PaymentIntent: {payment_id}"
+                )));
+            }
+            // The test payment method decided the outcome the moment the
+            // charge was made: that is what the API shows.
+            Ok(match decline_for(request.payment_method.as_str()) {
+                None => ChargeOutcome::Succeeded {
+                    payment_id: payment_id.to_string(),
+                },
+                Some(error) => ChargeOutcome::Declined {
+                    payment_id: Some(payment_id.to_string()),
+                    reason: super::stripe_event::decline_reason(&error)
+                        .unwrap_or_else(|| "card_declined".into()),
+                },
+            })
+        })
+    }
+
     fn verify_webhook(
         &self,
         headers: &HeaderMap,

@@ -1,7 +1,8 @@
 //! Stripe's REST API: form-encoded `POST /v1/payment_intents` (confirmed at
 //! once) and `POST /v1/refunds`, authenticated with the secret key and
 //! made idempotent with `Idempotency-Key`. The synchronous answer settles
-//! what it can; webhooks settle the rest.
+//! what it can; webhooks settle the rest, and `GET
+//! /v1/payment_intents/{id}` what no webhook settled.
 
 use std::time::Duration;
 
@@ -51,6 +52,21 @@ impl Stripe {
         format!("{}{path}", self.api_base.as_str().trim_end_matches('/'))
     }
 
+    /// A request to the API with the secret key.
+    fn request(&self, method: Method, path: &str) -> Result<http::request::Builder, ProviderError> {
+        let mut authorization =
+            HeaderValue::from_str(&format!("Bearer {}", self.secret_key.expose())).map_err(
+                |_| ProviderError::Rejected("the Stripe secret key is not a header".into()),
+            )?;
+        authorization.set_sensitive(true);
+        Ok(Request::builder()
+            .method(method)
+            .uri(self.endpoint(path))
+            .header(header::AUTHORIZATION, authorization)
+            .header(header::ACCEPT, "application/json")
+            .header(header::USER_AGENT, "emporium-payments"))
+    }
+
     /// POST a form to the API; returns the status and the JSON body.
     async fn post_form(
         &self,
@@ -63,21 +79,29 @@ impl Stripe {
             .finish();
         let key = HeaderValue::from_str(idempotency_key)
             .map_err(|_| ProviderError::Rejected("the idempotency key is not a header".into()))?;
-        let mut authorization =
-            HeaderValue::from_str(&format!("Bearer {}", self.secret_key.expose())).map_err(
-                |_| ProviderError::Rejected("the Stripe secret key is not a header".into()),
-            )?;
-        authorization.set_sensitive(true);
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(self.endpoint(path))
-            .header(header::AUTHORIZATION, authorization)
+        let request = self
+            .request(Method::POST, path)?
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, "emporium-payments")
             .header("idempotency-key", key)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ProviderError::Rejected(format!("cannot build the request: {e}")))?;
+        self.send(path, request).await
+    }
+
+    /// GET an object from the API; returns the status and the JSON body.
+    async fn get(&self, path: &str) -> Result<(StatusCode, Value), ProviderError> {
+        let request = self
+            .request(Method::GET, path)?
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ProviderError::Rejected(format!("cannot build the request: {e}")))?;
+        self.send(path, request).await
+    }
+
+    async fn send(
+        &self,
+        path: &str,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Value), ProviderError> {
         let response = self
             .http
             .send(request)
@@ -246,6 +270,28 @@ impl PaymentProvider for Stripe {
                 )
                 .await?;
             refund_outcome(status, &body)
+        })
+    }
+
+    fn charge_status<'a>(
+        &'a self,
+        _request: &'a ChargeRequest,
+        payment_id: &'a str,
+    ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>> {
+        Box::pin(async move {
+            if payment_id.is_empty()
+                || !payment_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(ProviderError::Rejected(format!(
+                    "`{payment_id}` is not a PaymentIntent id"
+                )));
+            }
+            let (status, body) = self
+                .get(&format!("/v1/payment_intents/{payment_id}"))
+                .await?;
+            charge_outcome(status, &body)
         })
     }
 

@@ -369,6 +369,25 @@ pub struct Filter {
     pub order_id: Option<Uuid>,
 }
 
+/// Charges made (the provider named them) whose outcome has not arrived
+/// since `changed_before` (epoch ms), oldest first.
+pub async fn charges_in_flight_since<'e>(
+    db: impl Executor<'e, Database = Any>,
+    changed_before: i64,
+    limit: i64,
+) -> Result<Vec<PaymentRecord>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM payments WHERE status = 'processing' AND updated_at < $1 \
+         AND provider_payment_id IS NOT NULL ORDER BY updated_at LIMIT $2"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(changed_before)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
 /// A page of payments in id (creation) order, after `cursor`.
 pub async fn page<'e>(
     db: impl Executor<'e, Database = Any>,
