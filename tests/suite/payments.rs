@@ -496,16 +496,22 @@ async fn a_stock_reservation_that_overtakes_its_order_is_charged_once_the_order_
 /// outcomes of two charges; they die with it. The next payments process
 /// asks the provider where those charges stand and settles them, under the
 /// PaymentIntents already made: each charged once, and neither left
-/// waiting for the order's payment timeout.
+/// waiting for the order's payment timeout. The same goes for a refund
+/// whose outcome dies with the process after that.
 #[tokio::test]
-async fn charges_whose_outcome_died_with_their_process_are_settled_by_the_next_one() {
+async fn outcomes_that_died_with_their_process_are_settled_by_the_next_one() {
     let b = Backends::new();
     let bus = b.bus().await;
     let stop = CancellationToken::new();
     let observer = Observer::start(&bus, &stop).await;
-    let mut holding = sandbox(0.0);
-    holding.sandbox.delay = Duration::from_secs(3600);
-    let first = Service::start(&b, &bus, holding, no_tokens()).await;
+    // The sandbox reports nothing for an hour; the recheck is what settles.
+    let holding = |recheck_after: Duration| {
+        let mut s = sandbox(0.0);
+        s.sandbox.delay = Duration::from_secs(3600);
+        s.recheck_after = recheck_after;
+        s
+    };
+    let first = Service::start(&b, &bus, holding(Duration::from_secs(3600)), no_tokens()).await;
 
     let paid = Order::new("pm_card_visa", 1500);
     let declined = Order::new("pm_card_chargeDeclinedInsufficientFunds", 700);
@@ -528,9 +534,13 @@ async fn charges_whose_outcome_died_with_their_process_are_settled_by_the_next_o
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(observer.of("payment.succeeded", paid.id).is_empty());
 
-    let mut settings = sandbox(0.0);
-    settings.recheck_charges_after = Duration::from_secs(1);
-    let second = Service::start_on(db, &bus, settings, no_tokens()).await;
+    let second = Service::start_on(
+        db.clone(),
+        &bus,
+        holding(Duration::from_secs(1)),
+        no_tokens(),
+    )
+    .await;
     observer.wait_for("payment.succeeded", paid.id).await;
     let failed = observer.wait_for("payment.failed", declined.id).await;
     assert_eq!(failed.payload["reason"], "insufficient_funds");
@@ -548,6 +558,35 @@ async fn charges_whose_outcome_died_with_their_process_are_settled_by_the_next_o
     }
     assert_eq!(second.recorded("payment.succeeded", paid.id).await, 1);
     assert_eq!(second.recorded("payment.failed", declined.id).await, 1);
+
+    // The paid order is cancelled: its refund is made by a process that
+    // rechecks nothing, and its outcome dies with that process too.
+    drop(second);
+    let refunder = Service::start_on(
+        db.clone(),
+        &bus,
+        holding(Duration::from_secs(3600)),
+        no_tokens(),
+    )
+    .await;
+    publish(&bus, &paid.cancelled(true)).await;
+    let refund = eventually(30, "the refund in flight", || async {
+        refunder
+            .payment(paid.id)
+            .await
+            .filter(|p| p.status == "refunding")
+            .and_then(|p| p.provider_refund_id)
+    })
+    .await;
+    drop(refunder);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(observer.of("payment.refunded", paid.id).is_empty());
+    let third = Service::start_on(db, &bus, holding(Duration::from_secs(1)), no_tokens()).await;
+    observer.wait_for("payment.refunded", paid.id).await;
+    let row = third.payment(paid.id).await.unwrap();
+    assert_eq!(row.status, "refunded");
+    assert_eq!(row.provider_refund_id, Some(refund), "the same refund");
+    assert_eq!(third.recorded("payment.refunded", paid.id).await, 1);
     stop.cancel();
 }
 
@@ -1214,6 +1253,27 @@ async fn the_stripe_provider_speaks_stripes_api() {
         .charge_status(&request, "pi_1/../../v1/charges")
         .await;
     assert!(matches!(odd, Err(ProviderError::Rejected(_))), "{odd:?}");
+    let refund_id = match &refund {
+        RefundOutcome::Refunded {
+            refund_id: Some(id),
+        }
+        | RefundOutcome::Pending { refund_id: id } => id.clone(),
+        other => panic!("{other:?}"),
+    };
+    let refund_request = RefundRequest {
+        order_id,
+        provider_payment_id: pi.clone(),
+        amount: payments::domain::Money::parse(1234, "USD").unwrap(),
+        idempotency_key: format!("refund-{order_id}"),
+    };
+    provider
+        .refund_status(&refund_request, &refund_id)
+        .await
+        .expect("stripe-mock answers for the refund");
+    let asked = log.lock().unwrap()[3].clone();
+    assert_eq!(asked.method, "GET");
+    assert_eq!(asked.path, format!("/v1/refunds/{refund_id}"));
+    assert_eq!(asked.status, 200);
 
     // A key Stripe refuses is worth retrying once fixed, never a decline.
     let refused = stripe(mock.http.clone(), "not-a-key")

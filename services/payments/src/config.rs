@@ -105,7 +105,7 @@ pub struct PaymentsConfig {
     /// Chance (0 to 1) that the sandbox delivers a webhook event twice, as Stripe sometimes does.
     #[arg(long, env = "EMPORIUM_SANDBOX_DUPLICATE_WEBHOOK_PROBABILITY", default_value = "0.2", value_parser = parse_probability)]
     pub sandbox_duplicate_webhook_probability: f64,
-    /// Ask the provider where a charge stands when its outcome (webhook) has not arrived for this many seconds.
+    /// Ask the provider where a charge or refund stands when its outcome (webhook) has not arrived for this many seconds.
     #[arg(long, env = "EMPORIUM_PAYMENTS_RECHECK_AFTER_SECS", default_value = "120", value_parser = parse_positive_secs)]
     pub payments_recheck_after: Duration,
     /// How long after a charge or refund the sandbox reports its outcome, in milliseconds.
@@ -148,7 +148,7 @@ impl PaymentsConfig {
                 duplicate_probability: self.sandbox_duplicate_webhook_probability,
                 delay: self.sandbox_webhook_delay,
             },
-            recheck_charges_after: self.payments_recheck_after,
+            recheck_after: self.payments_recheck_after,
             request_timeout: self.http.request_timeout,
             body_limit_bytes: self.http.body_limit_bytes,
             ..Settings::default()
@@ -191,7 +191,7 @@ mod tests {
         assert_eq!(s.public_url.unwrap().as_str(), "http://127.0.0.1:8085/");
         assert_eq!(s.sandbox.duplicate_probability, 0.2);
         assert_eq!(s.webhook_tolerance, Duration::from_secs(300));
-        assert_eq!(s.recheck_charges_after, Duration::from_secs(120));
+        assert_eq!(s.recheck_after, Duration::from_secs(120));
     }
 
     #[test]
@@ -200,7 +200,7 @@ mod tests {
         assert!(err.contains("at least 1 second"), "{err}");
         assert!(parse(&["--payments-recheck-after", "soon"]).is_err());
         let s = parse(&["--payments-recheck-after", "30"]).unwrap();
-        assert_eq!(s.recheck_charges_after, Duration::from_secs(30));
+        assert_eq!(s.recheck_after, Duration::from_secs(30));
     }
 
     #[test]

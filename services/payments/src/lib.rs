@@ -49,9 +49,9 @@ pub struct Settings {
     /// also be given later with [`Payments::set_public_url`].
     pub public_url: Option<Url>,
     pub sandbox: SandboxSettings,
-    /// Ask the provider about a charge whose outcome has not arrived for
-    /// this long.
-    pub recheck_charges_after: Duration,
+    /// Ask the provider about a charge or refund whose outcome has not
+    /// arrived for this long.
+    pub recheck_after: Duration,
     /// How each event subscription retries before dead-lettering; generous,
     /// since `stock.reserved` may wait for its `order.placed`.
     pub retry: RetryPolicy,
@@ -71,7 +71,7 @@ impl Default for Settings {
             stripe_timeout: Duration::from_secs(20),
             public_url: None,
             sandbox: SandboxSettings::default(),
-            recheck_charges_after: Duration::from_secs(120),
+            recheck_after: Duration::from_secs(120),
             retry: RetryPolicy {
                 max_attempts: 10,
                 initial_backoff: Duration::from_millis(100),
@@ -257,7 +257,7 @@ impl Payments {
         );
         let mut handles = vec![
             tokio::spawn(relay.run(shutdown.clone())),
-            tokio::spawn(recheck_charges(self.state.clone(), shutdown.clone())),
+            tokio::spawn(recheck_in_flight(self.state.clone(), shutdown.clone())),
         ];
         for subscription in self.subscriptions() {
             let handle = self
@@ -271,18 +271,18 @@ impl Payments {
     }
 }
 
-/// Now and then, settle the charges whose outcome never arrived by asking
-/// the provider (see [`lifecycle::recheck_charges_in_flight`]).
-async fn recheck_charges(state: AppState, shutdown: CancellationToken) {
-    let after = state.settings.recheck_charges_after;
+/// Now and then, settle the charges and refunds whose outcome never
+/// arrived by asking the provider (see [`lifecycle::recheck_in_flight`]).
+async fn recheck_in_flight(state: AppState, shutdown: CancellationToken) {
+    let after = state.settings.recheck_after;
     let every = (after / 4).max(Duration::from_millis(200));
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = shutdown.cancelled() => return,
         }
-        if let Err(e) = lifecycle::recheck_charges_in_flight(&state, after).await {
-            tracing::warn!(error = %e, "cannot recheck the charges in flight");
+        if let Err(e) = lifecycle::recheck_in_flight(&state, after).await {
+            tracing::warn!(error = %e, "cannot recheck the charges and refunds in flight");
         }
     }
 }

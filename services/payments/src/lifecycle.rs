@@ -421,18 +421,17 @@ async fn apply_charge_outcome(
     commit(state, tx, recorded).await
 }
 
-/// Ask the provider where each charge stands whose outcome has not arrived
-/// for `after` (its webhook lost, or the process that awaited it gone), and
-/// settle those it has decided, as their webhook would have. Returns how
-/// many were settled.
-pub async fn recheck_charges_in_flight(
-    state: &AppState,
-    after: std::time::Duration,
-) -> Result<usize> {
+/// Ask the provider where each charge and refund stands whose outcome has
+/// not arrived for `after` (its webhook lost, or the process that awaited
+/// it gone), and settle those it has decided, as their webhook would have.
+/// Returns how many were settled.
+pub async fn recheck_in_flight(state: &AppState, after: std::time::Duration) -> Result<usize> {
     let changed_before = now_millis() - after.as_millis() as i64;
-    let stale = payments::charges_in_flight_since(state.db.pool(), changed_before, 50).await?;
+    let pool = state.db.pool();
     let mut settled = 0;
-    for payment in stale {
+    for payment in
+        payments::in_flight_since(pool, PaymentStatus::Processing, changed_before, 50).await?
+    {
         let (Some(payment_id), Some(payment_method)) = (
             payment.provider_payment_id.as_deref(),
             payment
@@ -462,6 +461,32 @@ pub async fn recheck_charges_in_flight(
             // The next round tries again.
             Err(e) => {
                 tracing::warn!(order_id = %payment.order_id, error = %e, "cannot settle a charge in flight")
+            }
+        }
+    }
+    for payment in
+        payments::in_flight_since(pool, PaymentStatus::Refunding, changed_before, 50).await?
+    {
+        let (Some(payment_id), Some(refund_id)) = (
+            payment.provider_payment_id.as_deref(),
+            payment.provider_refund_id.as_deref(),
+        ) else {
+            continue;
+        };
+        let request = refund_request(&payment, payment_id);
+        let outcome = match state.provider.refund_status(&request, refund_id).await {
+            Ok(RefundOutcome::Pending { .. }) => continue,
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::warn!(order_id = %payment.order_id, %refund_id, error = %e, "cannot ask the provider about a refund in flight");
+                continue;
+            }
+        };
+        tracing::info!(order_id = %payment.order_id, %refund_id, "a refund in flight settled on asking the provider");
+        match apply_refund_outcome(state, payment.order_id, outcome, Claim::Recheck).await {
+            Ok(_) => settled += 1,
+            Err(e) => {
+                tracing::warn!(order_id = %payment.order_id, error = %e, "cannot settle a refund in flight")
             }
         }
     }

@@ -172,6 +172,14 @@ pub trait PaymentProvider: Send + Sync + 'static {
         payment_id: &'a str,
     ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>>;
 
+    /// Where the refund `refund_id`, made for `request`, stands now, asked
+    /// of the provider itself (see [`PaymentProvider::charge_status`]).
+    fn refund_status<'a>(
+        &'a self,
+        request: &'a RefundRequest,
+        refund_id: &'a str,
+    ) -> BoxFuture<'a, Result<RefundOutcome, ProviderError>>;
+
     /// Verify a webhook's signature over its raw body at `now` (Unix
     /// seconds) and read it.
     fn verify_webhook(

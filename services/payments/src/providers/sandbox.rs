@@ -329,6 +329,24 @@ impl PaymentProvider for Sandbox {
         })
     }
 
+    fn refund_status<'a>(
+        &'a self,
+        request: &'a RefundRequest,
+        refund_id: &'a str,
+    ) -> BoxFuture<'a, Result<RefundOutcome, ProviderError>> {
+        Box::pin(async move {
+            if refund_id != keyed_stripe_id("re", &request.idempotency_key) {
+                return Err(ProviderError::Rejected(format!(
+                    "no such refund: {refund_id}"
+                )));
+            }
+            // Test-mode refunds of test cards always go through.
+            Ok(RefundOutcome::Refunded {
+                refund_id: Some(refund_id.to_string()),
+            })
+        })
+    }
+
     fn verify_webhook(
         &self,
         headers: &HeaderMap,

@@ -135,6 +135,14 @@ fn common_failure(status: StatusCode, body: &Value) -> ProviderError {
     }
 }
 
+/// `id` as a path segment, if it looks like a Stripe object id.
+fn object_id(id: &str) -> Result<&str, ProviderError> {
+    let plausible = !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    plausible
+        .then_some(id)
+        .ok_or_else(|| ProviderError::Rejected(format!("`{id}` is not a Stripe object id")))
+}
+
 /// Read Stripe's answer to a confirmed PaymentIntent.
 pub fn charge_outcome(status: StatusCode, body: &Value) -> Result<ChargeOutcome, ProviderError> {
     let error = body.get("error");
@@ -279,19 +287,23 @@ impl PaymentProvider for Stripe {
         payment_id: &'a str,
     ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>> {
         Box::pin(async move {
-            if payment_id.is_empty()
-                || !payment_id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            {
-                return Err(ProviderError::Rejected(format!(
-                    "`{payment_id}` is not a PaymentIntent id"
-                )));
-            }
             let (status, body) = self
-                .get(&format!("/v1/payment_intents/{payment_id}"))
+                .get(&format!("/v1/payment_intents/{}", object_id(payment_id)?))
                 .await?;
             charge_outcome(status, &body)
+        })
+    }
+
+    fn refund_status<'a>(
+        &'a self,
+        _request: &'a RefundRequest,
+        refund_id: &'a str,
+    ) -> BoxFuture<'a, Result<RefundOutcome, ProviderError>> {
+        Box::pin(async move {
+            let (status, body) = self
+                .get(&format!("/v1/refunds/{}", object_id(refund_id)?))
+                .await?;
+            refund_outcome(status, &body)
         })
     }
 

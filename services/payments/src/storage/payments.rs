@@ -369,18 +369,25 @@ pub struct Filter {
     pub order_id: Option<Uuid>,
 }
 
-/// Charges made (the provider named them) whose outcome has not arrived
-/// since `changed_before` (epoch ms), oldest first.
-pub async fn charges_in_flight_since<'e>(
+/// Charges (`processing`) or refunds (`refunding`) the provider has made
+/// and whose outcome has not arrived since `changed_before` (epoch ms),
+/// oldest first.
+pub async fn in_flight_since<'e>(
     db: impl Executor<'e, Database = Any>,
+    status: PaymentStatus,
     changed_before: i64,
     limit: i64,
 ) -> Result<Vec<PaymentRecord>, sqlx::Error> {
+    let provider_id = match status {
+        PaymentStatus::Refunding => "provider_refund_id",
+        _ => "provider_payment_id",
+    };
     let sql = format!(
-        "SELECT {COLUMNS} FROM payments WHERE status = 'processing' AND updated_at < $1 \
-         AND provider_payment_id IS NOT NULL ORDER BY updated_at LIMIT $2"
+        "SELECT {COLUMNS} FROM payments WHERE status = $1 AND updated_at < $2 \
+         AND {provider_id} IS NOT NULL ORDER BY updated_at LIMIT $3"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(status.as_str())
         .bind(changed_before)
         .bind(limit)
         .fetch_all(db)

@@ -1,3 +1,0 @@
--- Charges still in flight, oldest change first: the provider is asked
--- about those whose outcome never arrived.
-CREATE INDEX payments_in_flight_idx ON payments (updated_at) WHERE status = 'processing';
