@@ -22,6 +22,18 @@ use super::bus::{BusError, DeadLetter, Disposition, Subscription, Topology, hand
 use super::envelope::Envelope;
 
 const PREFETCH: u16 = 32;
+/// Longest a connection, a declaration, a publish or its confirm may take.
+/// lapin has no timeouts of its own: a broker that stops while a connection
+/// is being opened, or before it confirms, can leave the caller waiting for
+/// ever (an outbox relay that never publishes again).
+const BROKER_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn broker_timeout(what: &str) -> BusError {
+    BusError::Broker(format!(
+        "{what}: no answer from the broker within {} s",
+        BROKER_TIMEOUT.as_secs()
+    ))
+}
 
 #[derive(Clone)]
 pub struct AmqpBus {
@@ -50,12 +62,17 @@ impl AmqpBus {
     }
 
     async fn open(&self) -> Result<(Connection, Channel), BusError> {
-        let conn = Connection::connect(&self.uri, ConnectionProperties::default())
+        let opening = async {
+            let conn = Connection::connect(&self.uri, ConnectionProperties::default())
+                .await
+                .map_err(broker)?;
+            let channel = conn.create_channel().await.map_err(broker)?;
+            self.declare_exchanges(&channel).await?;
+            Ok((conn, channel))
+        };
+        tokio::time::timeout(BROKER_TIMEOUT, opening)
             .await
-            .map_err(broker)?;
-        let channel = conn.create_channel().await.map_err(broker)?;
-        self.declare_exchanges(&channel).await?;
-        Ok((conn, channel))
+            .map_err(|_| broker_timeout("connecting"))?
     }
 
     async fn declare_exchanges(&self, channel: &Channel) -> Result<(), BusError> {
@@ -93,16 +110,21 @@ impl AmqpBus {
             return Ok(ch.clone());
         }
         let (conn, ch) = self.open().await?;
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(broker)?;
+        tokio::time::timeout(
+            BROKER_TIMEOUT,
+            ch.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await
+        .map_err(|_| broker_timeout("confirm mode"))?
+        .map_err(broker)?;
         *guard = Some((conn, ch.clone()));
         Ok(ch)
     }
 
     async fn forget_publisher(&self) {
         if let Some((conn, _)) = self.publisher.lock().await.take() {
-            let _ = conn.close(0, "reconnecting".into()).await;
+            let _ =
+                tokio::time::timeout(BROKER_TIMEOUT, conn.close(0, "reconnecting".into())).await;
         }
     }
 
@@ -146,19 +168,25 @@ impl AmqpBus {
                     .collect();
             }
         };
+        // One deadline for the whole batch: past it, whatever is not
+        // confirmed counts as not published (its outbox row is sent again).
+        let deadline = tokio::time::Instant::now() + BROKER_TIMEOUT;
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
             let sent = match serde_json::to_vec(event) {
-                Ok(body) => channel
-                    .basic_publish(
+                Ok(body) => tokio::time::timeout_at(
+                    deadline,
+                    channel.basic_publish(
                         self.topology.exchange.as_str().into(),
                         event.routing_key().into(),
                         BasicPublishOptions::default(),
                         &body,
                         Self::properties(event),
-                    )
-                    .await
-                    .map_err(broker),
+                    ),
+                )
+                .await
+                .map_err(|_| broker_timeout("publishing"))
+                .and_then(|sent| sent.map_err(broker)),
                 Err(e) => Err(BusError::Encode(e)),
             };
             pending.push(sent);
@@ -167,10 +195,11 @@ impl AmqpBus {
         let mut lost = false;
         for sent in pending {
             let result = match sent {
-                Ok(confirm) => match confirm.await {
-                    Ok(Confirmation::Ack(_)) => Ok(()),
-                    Ok(_) => Err(BusError::NotConfirmed),
-                    Err(e) => Err(broker(e)),
+                Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
+                    Ok(Ok(Confirmation::Ack(_))) => Ok(()),
+                    Ok(Ok(_)) => Err(BusError::NotConfirmed),
+                    Ok(Err(e)) => Err(broker(e)),
+                    Err(_) => Err(broker_timeout("awaiting the confirm")),
                 },
                 Err(e) => Err(e),
             };
@@ -191,7 +220,7 @@ impl AmqpBus {
     ) -> Result<(), BusError> {
         let body = serde_json::to_vec(event)?;
         let channel = self.publisher_channel().await?;
-        let outcome = async {
+        let publishing = async {
             channel
                 .basic_publish(
                     exchange.into(),
@@ -204,8 +233,10 @@ impl AmqpBus {
                 .map_err(broker)?
                 .await
                 .map_err(broker)
-        }
-        .await;
+        };
+        let outcome = tokio::time::timeout(BROKER_TIMEOUT, publishing)
+            .await
+            .unwrap_or_else(|_| Err(broker_timeout("publishing")));
         match outcome {
             Ok(Confirmation::Ack(_)) => Ok(()),
             Ok(_) => Err(BusError::NotConfirmed),
@@ -283,8 +314,12 @@ impl AmqpBus {
         // Declare before returning, so nothing published from now on is
         // missed even if consuming starts later.
         let (conn, channel) = self.open().await?;
-        self.declare_queue(&channel, &queue, &sub.event_type)
-            .await?;
+        tokio::time::timeout(
+            BROKER_TIMEOUT,
+            self.declare_queue(&channel, &queue, &sub.event_type),
+        )
+        .await
+        .map_err(|_| broker_timeout("declaring the queue"))??;
         let bus = self.clone();
         Ok(tokio::spawn(async move {
             let mut first = Some((conn, channel));
@@ -293,10 +328,13 @@ impl AmqpBus {
                 let opened = match first.take() {
                     Some(c) => Ok(c),
                     None => match bus.open().await {
-                        Ok((conn, ch)) => bus
-                            .declare_queue(&ch, &queue, &sub.event_type)
-                            .await
-                            .map(|_| (conn, ch)),
+                        Ok((conn, ch)) => tokio::time::timeout(
+                            BROKER_TIMEOUT,
+                            bus.declare_queue(&ch, &queue, &sub.event_type),
+                        )
+                        .await
+                        .unwrap_or_else(|_| Err(broker_timeout("declaring the queue")))
+                        .map(|_| (conn, ch)),
                         Err(e) => Err(e),
                     },
                 };
@@ -463,21 +501,26 @@ async fn consume(
     sub: &Subscription,
     shutdown: &CancellationToken,
 ) -> Result<(), BusError> {
-    channel
-        .basic_qos(PREFETCH, BasicQosOptions::default())
+    let starting = async {
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await
+            .map_err(broker)?;
+        channel
+            .basic_consume(
+                queue.into(),
+                format!("{}-{}", sub.consumer, uuid::Uuid::now_v7())
+                    .as_str()
+                    .into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(broker)
+    };
+    let consumer = tokio::time::timeout(BROKER_TIMEOUT, starting)
         .await
-        .map_err(broker)?;
-    let consumer = channel
-        .basic_consume(
-            queue.into(),
-            format!("{}-{}", sub.consumer, uuid::Uuid::now_v7())
-                .as_str()
-                .into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(broker)?;
+        .map_err(|_| broker_timeout("starting to consume"))??;
     let stream = consumer.take_until(shutdown.cancelled());
     let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let work = stream.for_each_concurrent(PREFETCH as usize, |delivery| {
@@ -533,5 +576,36 @@ async fn consume(
         Some(e) => Err(BusError::Broker(e)),
         None if shutdown.is_cancelled() => Ok(()),
         None => Err(BusError::Broker("consumer cancelled by the broker".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A "broker" that takes connections and never says a word, as one that
+    /// is stopping can: connecting gives up instead of waiting for ever.
+    #[tokio::test]
+    async fn a_broker_that_never_answers_is_given_up_on() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let uri = format!("amqp://guest:guest@{addr}/%2f");
+        let connecting = AmqpBus::connect(&uri, Topology::default());
+        let outcome = tokio::time::timeout(BROKER_TIMEOUT * 2, connecting)
+            .await
+            .expect("connecting must give up on its own");
+        match outcome {
+            Err(BusError::Broker(message)) => {
+                assert!(message.contains("no answer"), "{message}")
+            }
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("connected to a silent server"),
+        }
     }
 }
