@@ -140,7 +140,9 @@ impl Backends {
 
     pub fn bus_url(&self) -> BusUrl {
         match &self.set {
-            BackendSet::Embedded => BusUrl::Memory,
+            // As `emporium up` keeps its events: one file, shared by every
+            // service of the test (as one RabbitMQ is in the real set).
+            BackendSet::Embedded => BusUrl::sqlite_file(&self.dir.path().join("bus.db")),
             BackendSet::Real { amqp, .. } => BusUrl::Amqp(amqp.clone()),
         }
     }

@@ -18,7 +18,7 @@ pub struct CatalogConfig {
     /// Redis (redis://…) or memory:// for cached product pages and listings.
     #[arg(long, env = "EMPORIUM_CACHE_URL", value_name = "EMPORIUM_CACHE_URL", value_parser = parse_cache_url, hide_env_values = true)]
     pub cache_url: CacheUrl,
-    /// RabbitMQ (amqp://…) or memory:// for domain events.
+    /// RabbitMQ (amqp://…), a SQLite event file (sqlite://…, one process) or memory:// for domain events.
     #[arg(long, env = "EMPORIUM_BUS_URL", value_name = "EMPORIUM_BUS_URL", value_parser = parse_bus_url, hide_env_values = true)]
     pub bus_url: BusUrl,
     #[command(flatten)]

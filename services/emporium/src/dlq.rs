@@ -27,7 +27,8 @@ pub const SUBSCRIPTIONS: &[(&str, &str)] = &[
 
 #[derive(clap::Args)]
 pub struct DlqArgs {
-    /// RabbitMQ URL (amqp://…).
+    /// RabbitMQ (amqp://…), or the event file of `emporium up`
+    /// (sqlite://.emporium/bus.db).
     #[arg(long, env = "EMPORIUM_BUS_URL", value_name = "EMPORIUM_BUS_URL", value_parser = kit::config::parse_bus_url, hide_env_values = true)]
     bus_url: BusUrl,
     /// Name of the topic exchange.
@@ -68,8 +69,9 @@ fn resolve(topology: &Topology, name: &str) -> anyhow::Result<String> {
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
     if args.bus_url == BusUrl::Memory {
         bail!(
-            "EMPORIUM_BUS_URL is memory://: the in-process bus of `emporium up` keeps its dead letters \
-             inside that process; point EMPORIUM_BUS_URL at RabbitMQ (amqp://…)"
+            "EMPORIUM_BUS_URL is memory://: an in-memory bus keeps its dead letters inside its \
+             process; point EMPORIUM_BUS_URL at RabbitMQ (amqp://…) or at the event file of \
+             `emporium up` (sqlite://<data dir>/bus.db)"
         );
     }
     let topology = Topology {

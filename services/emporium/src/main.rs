@@ -20,7 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Emporium, an e-commerce backend.",
     long_about = "Emporium, an e-commerce backend.\n\n\
         `emporium up` runs the whole shop in one process on embedded defaults (SQLite files, \
-        in-process events and cache) — the quickest way to see it work.\n\
+        events kept in a SQLite file, an in-process cache) — the quickest way to see it work.\n\
         `emporium serve <service>` runs one service against real backends (PostgreSQL, Redis, \
         RabbitMQ), configured by flags or EMPORIUM_* variables: what a container runs."
 )]

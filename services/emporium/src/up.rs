@@ -1,7 +1,8 @@
 //! `emporium up`: the whole shop in one process, on embedded backends under
 //! a data directory, with a demo admin and a demo catalogue. Each service
 //! still listens on its own loopback port behind the gateway, exactly as in
-//! a cluster, and they talk over an in-process event bus.
+//! a cluster, and their events wait in a SQLite file (`bus.db`) until handled,
+//! as they would in RabbitMQ's durable queues.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -37,6 +38,10 @@ pub struct UpArgs {
     /// Seconds an order may wait for its payment before it is cancelled.
     #[arg(long, env = "EMPORIUM_PAYMENT_TIMEOUT_SECS", default_value = "900", value_parser = kit::config::parse_duration_secs)]
     payment_timeout: Duration,
+    /// Seconds after which a charge or refund whose outcome (the sandbox's
+    /// webhook) never arrived, say because the shop stopped, is asked about.
+    #[arg(long, env = "EMPORIUM_PAYMENTS_RECHECK_AFTER_SECS", default_value = "120", value_parser = payments::config::parse_positive_secs)]
+    payments_recheck_after: Duration,
 }
 
 const ADMIN_EMAIL: &str = "admin@emporium.local";
@@ -78,7 +83,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     })?;
     let dir = args.data_dir.as_path();
     let shutdown = CancellationToken::new();
-    let bus = EventBus::memory();
+    // Events wait in a file, so a stop or a crash loses none of them.
+    let bus = EventBus::connect(
+        &kit::config::BusUrl::sqlite_file(&dir.join("bus.db")),
+        kit::events::Topology::default(),
+    )
+    .await
+    .with_context(|| format!("cannot open the event file in {}", dir.display()))?;
     let cache = Cache::memory("emporium");
     let mut servers = Vec::new();
     let mut workers = Vec::new();
@@ -171,6 +182,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let payments = payments::Payments::build(
         payments::Settings {
             public_url: Some(payments_url.clone()),
+            recheck_after: args.payments_recheck_after,
             ..Default::default()
         },
         verifier.clone(),

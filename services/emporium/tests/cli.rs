@@ -29,10 +29,15 @@ fn free_port() -> u16 {
 
 /// Start `emporium up` and wait for its banner; returns the admin password.
 fn up(data_dir: &std::path::Path, port: u16) -> (Running, String) {
+    up_with(data_dir, port, &[])
+}
+
+fn up_with(data_dir: &std::path::Path, port: u16, env: &[(&str, &str)]) -> (Running, String) {
     let mut child = Command::new(BIN)
         .args(["up", "--port", &port.to_string(), "--data-dir"])
         .arg(data_dir)
         .env("EMPORIUM_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -152,6 +157,203 @@ async fn up_serves_the_walkthrough_and_survives_a_restart() {
     assert_eq!(res.status(), 200);
 }
 
+/// A shopper of the embedded shop: signed in, with the token to use.
+async fn shopper(http: &reqwest::Client, base: &str, n: usize) -> String {
+    let email = format!("shopper{n}@example.com");
+    let res = http
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&json!({"email": email, "password": "correct horse battery", "name": "Shopper"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let login: Value = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    login["access_token"]
+        .as_str()
+        .expect("signed in")
+        .to_string()
+}
+
+async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    let res = http.get(url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(res.status(), 200, "GET {url}");
+    res.json().await.unwrap()
+}
+
+/// `emporium up` killed (SIGKILL) the moment five orders were accepted, while
+/// their events, charges and webhooks are in flight: after a restart each
+/// order is confirmed, charged once, its stock taken once, and its customer
+/// told once.
+#[tokio::test]
+async fn up_killed_mid_checkout_loses_no_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    // Charges whose webhook died with the process are asked about 1 s on.
+    let env = [("EMPORIUM_PAYMENTS_RECHECK_AFTER_SECS", "1")];
+    let (running, _) = up_with(dir.path(), port, &env);
+
+    let products: Value = http
+        .get(format!("{base}/api/v1/products?in_stock=true&page_size=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let product = products["items"][0].clone();
+    let product_url = format!("{base}/api/v1/products/{}", product["id"].as_str().unwrap());
+    let stock_before = product["stock"]
+        .as_i64()
+        .expect("the product shows its stock");
+    assert!(stock_before >= 5, "{product}");
+
+    // Five shoppers: the embedded gateway lets five sign-ins through at once.
+    let mut tokens = Vec::new();
+    for n in 0..5 {
+        let token = shopper(&http, &base, n).await;
+        let res = http
+            .post(format!("{base}/api/v1/cart/items"))
+            .bearer_auth(&token)
+            .json(&json!({"product_id": product["id"], "quantity": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+        tokens.push(token);
+    }
+    // Every order has its key, so a request the kill cut off is sent again
+    // after the restart, as a checkout page would.
+    let keys: Vec<String> = tokens
+        .iter()
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    let place = |token: String, key: String| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let res = http
+                .post(format!("{base}/api/v1/orders"))
+                .bearer_auth(token)
+                .header("Idempotency-Key", key)
+                .json(&json!({
+                    "shipping_address": {"name": "Shopper", "line1": "1 Analytical Way",
+                        "city": "London", "postal_code": "N1 9GU", "country": "GB"},
+                    "payment_method": "pm_card_visa"
+                }))
+                .send()
+                .await
+                .ok()?;
+            let status = res.status().as_u16();
+            let order: Value = res.json().await.ok()?;
+            Some((status, order))
+        }
+    };
+    let first_placed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let placing: Vec<_> = tokens
+        .iter()
+        .zip(&keys)
+        .map(|(token, key)| {
+            let placed = first_placed.clone();
+            let request = place(token.clone(), key.clone());
+            tokio::spawn(async move {
+                let answer = request.await;
+                if answer.is_some() {
+                    placed.notify_one();
+                }
+                answer
+            })
+        })
+        .collect();
+    // SIGKILL as soon as one order is accepted: the others are on their
+    // way, events and charges in flight; nothing is flushed or handed over.
+    first_placed.notified().await;
+    drop(running);
+    let mut answers = Vec::new();
+    for p in placing {
+        answers.push(p.await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (_running, _) = up_with(dir.path(), port, &env);
+    let mut orders = Vec::new();
+    for ((answer, token), key) in answers.into_iter().zip(&tokens).zip(&keys) {
+        let (status, order) = match answer {
+            Some(answered) => answered,
+            None => place(token.clone(), key.clone())
+                .await
+                .expect("the shop answers after its restart"),
+        };
+        // 200: placed before the kill, the answer lost with it.
+        assert!(status == 201 || status == 200, "{status} {order}");
+        orders.push(order["id"].as_str().unwrap().to_string());
+    }
+    for (order, token) in orders.iter().zip(&tokens) {
+        let mut status = String::new();
+        for _ in 0..12 {
+            let read = get_json(
+                &http,
+                &format!("{base}/api/v1/orders/{order}?wait=5"),
+                token,
+            )
+            .await;
+            status = read["status"].as_str().unwrap().to_string();
+            if status == "confirmed" {
+                break;
+            }
+        }
+        assert_eq!(status, "confirmed", "order {order} after the restart");
+        let payments = get_json(
+            &http,
+            &format!("{base}/api/v1/payments?order_id={order}"),
+            token,
+        )
+        .await;
+        let items = payments["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "one payment for {order}: {payments}");
+        assert_eq!(items[0]["status"], "succeeded", "{payments}");
+    }
+    let product: Value = http
+        .get(&product_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        product["stock"].as_i64(),
+        Some(stock_before - 5),
+        "{product}"
+    );
+    for (order, token) in orders.iter().zip(&tokens) {
+        let mut told = 0;
+        for _ in 0..100 {
+            let feed = get_json(&http, &format!("{base}/api/v1/notifications"), token).await;
+            told = feed["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["kind"] == "order_confirmed")
+                .count();
+            if told > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(told, 1, "one confirmation for {order}");
+    }
+}
+
 fn serve_fails_with(args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(BIN)
         .args(args)
@@ -222,21 +424,23 @@ fn help_lists_the_commands() {
     }
 }
 
-/// `emporium dlq` against RabbitMQ in the real backend run; in the embedded
-/// run, the refusal to work on the in-process bus.
+/// `emporium dlq` against RabbitMQ in the real backend run, and against the
+/// event file of `emporium up` in the embedded run (another process than the
+/// consumer, as with a running shop).
 #[tokio::test]
 async fn dlq_lists_and_replays_dead_letters() {
-    let amqp = match std::env::var("EMPORIUM_TEST_BACKENDS").as_deref() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus_url = match std::env::var("EMPORIUM_TEST_BACKENDS").as_deref() {
         Ok("real") => std::env::var("EMPORIUM_TEST_AMQP_URL").expect(
             "EMPORIUM_TEST_BACKENDS=real needs EMPORIUM_TEST_AMQP_URL (cargo xtask test sets it)",
         ),
         _ => {
             let err = serve_fails_with(&["dlq", "list"], &[("EMPORIUM_BUS_URL", "memory://")]);
             assert!(
-                err.contains("memory://") && err.contains("amqp://"),
+                err.contains("memory://") && err.contains("sqlite://"),
                 "{err}"
             );
-            return;
+            format!("sqlite://{}", dir.path().join("bus.db").display())
         }
     };
     let exchange = format!("t{}.events", uuid::Uuid::now_v7().simple());
@@ -244,10 +448,12 @@ async fn dlq_lists_and_replays_dead_letters() {
         exchange: exchange.clone(),
         unused_queue_ttl: Some(Duration::from_secs(600)),
     };
-    let bus =
-        kit::events::EventBus::connect(&kit::config::BusUrl::Amqp(amqp.clone()), topology.clone())
-            .await
-            .unwrap();
+    let bus = kit::events::EventBus::connect(
+        &kit::config::parse_bus_url(&bus_url).unwrap(),
+        topology.clone(),
+    )
+    .await
+    .unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = seen.clone();
@@ -282,7 +488,7 @@ async fn dlq_lists_and_replays_dead_letters() {
         let out = Command::new(BIN)
             .args(["dlq", "--exchange", &exchange])
             .args(args)
-            .env("EMPORIUM_BUS_URL", &amqp)
+            .env("EMPORIUM_BUS_URL", &bus_url)
             .output()
             .expect("run emporium dlq");
         assert!(
@@ -313,7 +519,7 @@ async fn dlq_lists_and_replays_dead_letters() {
     assert_eq!(bus.dead_letters(&queue).await.unwrap().len(), 1);
     let out = Command::new(BIN)
         .args(["dlq", "--exchange", &exchange, "replay", "nowhere.nothing"])
-        .env("EMPORIUM_BUS_URL", &amqp)
+        .env("EMPORIUM_BUS_URL", &bus_url)
         .output()
         .unwrap();
     assert!(!out.status.success());

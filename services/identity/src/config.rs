@@ -19,7 +19,7 @@ pub struct IdentityConfig {
     /// Redis (redis://…) or memory:// for sign-in throttling counters.
     #[arg(long, env = "EMPORIUM_CACHE_URL", value_name = "EMPORIUM_CACHE_URL", value_parser = parse_cache_url, hide_env_values = true)]
     pub cache_url: CacheUrl,
-    /// RabbitMQ (amqp://…) or memory:// for domain events.
+    /// RabbitMQ (amqp://…), a SQLite event file (sqlite://…, one process) or memory:// for domain events.
     #[arg(long, env = "EMPORIUM_BUS_URL", value_name = "EMPORIUM_BUS_URL", value_parser = parse_bus_url, hide_env_values = true)]
     pub bus_url: BusUrl,
     /// PKCS#8 PEM file of the Ed25519 key that signs access tokens.

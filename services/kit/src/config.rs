@@ -56,21 +56,36 @@ pub fn parse_cache_url(s: &str) -> Result<CacheUrl, String> {
     }
 }
 
-/// How events travel: RabbitMQ, or an in-process bus when embedded.
+/// How events travel: RabbitMQ; a SQLite file (`sqlite://path`), durable,
+/// for embedded mode; or memory, gone with the process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusUrl {
     Amqp(String),
+    /// The path of the bus file.
+    Sqlite(String),
     Memory,
+}
+
+impl BusUrl {
+    pub fn sqlite_file(path: &std::path::Path) -> Self {
+        BusUrl::Sqlite(path.display().to_string())
+    }
 }
 
 pub fn parse_bus_url(s: &str) -> Result<BusUrl, String> {
     match scheme(s) {
         Some("amqp") => Ok(BusUrl::Amqp(s.to_string())),
+        Some("sqlite") => match s.trim_start_matches("sqlite://") {
+            "" => Err(
+                "sqlite:// needs the path of the bus file, e.g. sqlite://.emporium/bus.db".into(),
+            ),
+            path => Ok(BusUrl::Sqlite(path.to_string())),
+        },
         Some("memory") => Ok(BusUrl::Memory),
         Some(other) => Err(format!(
-            "unsupported scheme `{other}`; expected amqp:// or memory://"
+            "unsupported scheme `{other}`; expected amqp://, sqlite:// or memory://"
         )),
-        None => Err("not a URL; expected amqp://… or memory://".into()),
+        None => Err("not a URL; expected amqp://…, sqlite://… or memory://".into()),
     }
 }
 
@@ -176,6 +191,11 @@ mod tests {
         ));
         assert!(parse_cache_url("memcached://x").is_err());
         assert_eq!(parse_bus_url("memory://").unwrap(), BusUrl::Memory);
+        assert_eq!(
+            parse_bus_url("sqlite:///var/lib/shop/bus.db").unwrap(),
+            BusUrl::Sqlite("/var/lib/shop/bus.db".into())
+        );
+        assert!(parse_bus_url("sqlite://").unwrap_err().contains("path"));
         assert!(matches!(parse_bus_url("amqp://h"), Ok(BusUrl::Amqp(_))));
         assert!(parse_bus_url("kafka://h").is_err());
     }

@@ -30,7 +30,7 @@ pub struct NotificationsConfig {
     /// PostgreSQL (postgres://…) or SQLite (sqlite://…) URL of notifications' own database.
     #[arg(long, env = "EMPORIUM_DATABASE_URL", value_name = "EMPORIUM_DATABASE_URL", value_parser = parse_database_url, hide_env_values = true)]
     pub database_url: DatabaseUrl,
-    /// RabbitMQ (amqp://…) or memory:// for domain events.
+    /// RabbitMQ (amqp://…), a SQLite event file (sqlite://…, one process) or memory:// for domain events.
     #[arg(long, env = "EMPORIUM_BUS_URL", value_name = "EMPORIUM_BUS_URL", value_parser = parse_bus_url, hide_env_values = true)]
     pub bus_url: BusUrl,
     /// SMTP server for emails: smtp://user:pass@host:587 (STARTTLS required),

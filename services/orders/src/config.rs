@@ -18,7 +18,7 @@ pub struct OrdersConfig {
     /// PostgreSQL (postgres://…) or SQLite (sqlite://…) URL of orders' own database.
     #[arg(long, env = "EMPORIUM_DATABASE_URL", value_name = "EMPORIUM_DATABASE_URL", value_parser = parse_database_url, hide_env_values = true)]
     pub database_url: DatabaseUrl,
-    /// RabbitMQ (amqp://…) or memory:// for domain events.
+    /// RabbitMQ (amqp://…), a SQLite event file (sqlite://…, one process) or memory:// for domain events.
     #[arg(long, env = "EMPORIUM_BUS_URL", value_name = "EMPORIUM_BUS_URL", value_parser = parse_bus_url, hide_env_values = true)]
     pub bus_url: BusUrl,
     /// Base URL of the cart service.

@@ -34,7 +34,7 @@ fn parse_probability(s: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_positive_secs(s: &str) -> Result<Duration, String> {
+pub fn parse_positive_secs(s: &str) -> Result<Duration, String> {
     match kit::config::parse_duration_secs(s)? {
         d if d.is_zero() => Err("must be at least 1 second".into()),
         d => Ok(d),
@@ -57,7 +57,7 @@ pub struct PaymentsConfig {
     /// PostgreSQL (postgres://…) or SQLite (sqlite://…) URL of payments' own database.
     #[arg(long, env = "EMPORIUM_DATABASE_URL", value_name = "EMPORIUM_DATABASE_URL", value_parser = parse_database_url, hide_env_values = true)]
     pub database_url: DatabaseUrl,
-    /// RabbitMQ (amqp://…) or memory:// for domain events.
+    /// RabbitMQ (amqp://…), a SQLite event file (sqlite://…, one process) or memory:// for domain events.
     #[arg(long, env = "EMPORIUM_BUS_URL", value_name = "EMPORIUM_BUS_URL", value_parser = parse_bus_url, hide_env_values = true)]
     pub bus_url: BusUrl,
     /// Who charges the cards: the Stripe-like `sandbox`, or `stripe`.

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use super::amqp::AmqpBus;
 use super::envelope::Envelope;
 use super::memory::MemoryBus;
+use super::sqlite::SqliteBus;
 use crate::config::BusUrl;
 
 /// Names of the exchanges and queues; tests give each run its own prefix.
@@ -171,6 +172,9 @@ pub enum BusError {
 #[derive(Clone)]
 pub enum EventBus {
     Amqp(AmqpBus),
+    /// Durable, in one SQLite file: embedded mode.
+    Sqlite(SqliteBus),
+    /// Gone with the process: unit tests and throwaway single services.
     Memory(MemoryBus),
 }
 
@@ -178,6 +182,9 @@ impl EventBus {
     pub async fn connect(url: &BusUrl, topology: Topology) -> Result<Self, BusError> {
         match url {
             BusUrl::Amqp(u) => Ok(EventBus::Amqp(AmqpBus::connect(u, topology).await?)),
+            BusUrl::Sqlite(path) => Ok(EventBus::Sqlite(
+                SqliteBus::open(std::path::Path::new(path), topology).await?,
+            )),
             BusUrl::Memory => Ok(EventBus::Memory(MemoryBus::new(topology))),
         }
     }
@@ -189,6 +196,7 @@ impl EventBus {
     pub fn topology(&self) -> &Topology {
         match self {
             EventBus::Amqp(b) => b.topology(),
+            EventBus::Sqlite(b) => b.topology(),
             EventBus::Memory(b) => b.topology(),
         }
     }
@@ -197,6 +205,7 @@ impl EventBus {
     pub async fn publish(&self, event: &Envelope) -> Result<(), BusError> {
         match self {
             EventBus::Amqp(b) => b.publish(event).await,
+            EventBus::Sqlite(b) => b.publish(event).await,
             EventBus::Memory(b) => b.publish(event).await,
         }
     }
@@ -206,6 +215,7 @@ impl EventBus {
     pub async fn publish_all(&self, events: &[Envelope]) -> Vec<Result<(), BusError>> {
         match self {
             EventBus::Amqp(b) => b.publish_all(events).await,
+            EventBus::Sqlite(b) => b.publish_all(events).await,
             EventBus::Memory(b) => b.publish_all(events).await,
         }
     }
@@ -218,6 +228,7 @@ impl EventBus {
     ) -> Result<tokio::task::JoinHandle<()>, BusError> {
         match self {
             EventBus::Amqp(b) => b.subscribe(subscription, shutdown).await,
+            EventBus::Sqlite(b) => b.subscribe(subscription, shutdown).await,
             EventBus::Memory(b) => Ok(b.subscribe(subscription, shutdown)),
         }
     }
@@ -226,6 +237,7 @@ impl EventBus {
     pub async fn dead_letters(&self, queue: &str) -> Result<Vec<DeadLetter>, BusError> {
         match self {
             EventBus::Amqp(b) => b.dead_letters(queue).await,
+            EventBus::Sqlite(b) => b.dead_letters(queue).await,
             EventBus::Memory(b) => Ok(b.dead_letters(queue)),
         }
     }
@@ -234,6 +246,7 @@ impl EventBus {
     pub async fn replay_dead_letters(&self, queue: &str) -> Result<usize, BusError> {
         match self {
             EventBus::Amqp(b) => b.replay_dead_letters(queue).await,
+            EventBus::Sqlite(b) => b.replay_dead_letters(queue).await,
             EventBus::Memory(b) => b.replay_dead_letters(queue).await,
         }
     }
@@ -241,6 +254,7 @@ impl EventBus {
     pub async fn ping(&self) -> Result<(), String> {
         match self {
             EventBus::Amqp(b) => b.ping().await,
+            EventBus::Sqlite(b) => b.ping().await,
             EventBus::Memory(_) => Ok(()),
         }
     }

@@ -1,6 +1,7 @@
-//! The in-process bus of embedded mode: same topic routing, retries and
-//! dead-lettering as RabbitMQ, without durability across restarts (the
-//! outbox still holds anything not yet handed over).
+//! An in-process bus (`memory://`): same topic routing, retries and
+//! dead-lettering as RabbitMQ, but whatever it holds is gone with the
+//! process, so it serves unit tests and throwaway single services; embedded
+//! mode keeps its events in a SQLite file (`super::sqlite`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,5 @@
-//! Domain events: the envelope, the bus that carries it (RabbitMQ or in
-//! process), the transactional outbox that publishes it, and the inbox that
+//! Domain events: the envelope, the bus that carries it (RabbitMQ, a
+//! SQLite file in embedded mode, or in process), the transactional outbox that publishes it, and the inbox that
 //! makes consumers idempotent.
 
 mod amqp;
@@ -9,6 +9,7 @@ pub mod inbox;
 mod memory;
 pub mod outbox;
 mod schema;
+mod sqlite;
 
 pub use bus::{
     DeadLetter, EventBus, EventHandler, HandlerError, RetryPolicy, Subscription, Topology,
