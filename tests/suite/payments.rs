@@ -895,6 +895,44 @@ async fn webhooks_must_be_signed_fresh_and_are_applied_once() {
 }
 
 #[tokio::test]
+async fn a_webhook_delivered_eight_times_at_once_is_applied_once() {
+    let b = Backends::new();
+    let bus = b.bus().await;
+    let stop = CancellationToken::new();
+    let observer = Observer::start(&bus, &stop).await;
+    let svc = Service::start(&b, &bus, sandbox(0.0), no_tokens()).await;
+    let order = Order::new("pm_card_visa", 4200);
+    publish(&bus, &order.placed()).await;
+    eventually(30, "the payment recorded", || async {
+        svc.payment(order.id).await.map(|_| ())
+    })
+    .await;
+
+    let body = succeeded_event("evt_raced", order.id);
+    let deliveries = (0..8).map(|_| {
+        let sig = signature::sign(WEBHOOK_SECRET, now(), body.as_bytes());
+        svc.post_webhook("sandbox", &body, Some(sig))
+    });
+    let receipts = futures::future::join_all(deliveries).await;
+    for (status, receipt) in &receipts {
+        assert_eq!(*status, 200, "{receipt}");
+    }
+    let applied = receipts
+        .iter()
+        .filter(|(_, r)| r["duplicate"] == false)
+        .count();
+    assert_eq!(applied, 1, "{receipts:?}");
+    observer.wait_for("payment.succeeded", order.id).await;
+    assert_eq!(svc.payment(order.id).await.unwrap().status, "succeeded");
+    assert_eq!(svc.recorded("payment.succeeded", order.id).await, 1);
+    assert_eq!(
+        svc.webhook_deliveries("payment_intent.succeeded").await,
+        vec![8]
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
 async fn customers_see_their_own_payments_and_admins_see_all() {
     let b = Backends::new();
     let shop = Shop::start(

@@ -29,7 +29,7 @@ use crate::events::{
 use crate::providers::{
     ChargeOutcome, ChargeRequest, ProviderEvent, ProviderEventKind, RefundOutcome, RefundRequest,
 };
-use crate::storage::payments::{self, PaymentRecord};
+use crate::storage::payments::{self, PaymentRecord, WebhookSettlement};
 use crate::storage::{self, webhook_events};
 
 /// The consumer name of payments' queues and inbox.
@@ -672,6 +672,11 @@ pub async fn apply_provider_event(
     event: &ProviderEvent,
 ) -> Result<Applied> {
     let pool = state.db.pool();
+    if state.db.backend() == Backend::Postgres
+        && let Some(applied) = settle_charge_at_once(state, provider, event).await?
+    {
+        return Ok(applied);
+    }
     if webhook_events::seen(pool, provider, &event.id).await? {
         webhook_events::record_redelivery(pool, provider, &event.id).await?;
         return Ok(Applied::Duplicate);
@@ -735,6 +740,84 @@ pub async fn apply_provider_event(
         webhook_events::record_redelivery(pool, provider, &event.id).await?;
     }
     Ok(applied)
+}
+
+/// PostgreSQL, the usual webhook: the outcome of a charge whose payment
+/// awaits it, nothing cancelled, settled in two round trips (a read, then
+/// one statement) instead of seven. `None`: anything else, for the general
+/// path, which then finds nothing changed.
+async fn settle_charge_at_once(
+    state: &AppState,
+    provider: &str,
+    event: &ProviderEvent,
+) -> Result<Option<Applied>> {
+    let (order_id, provider_payment_id, reason) = match &event.kind {
+        ProviderEventKind::ChargeSucceeded {
+            payment_id,
+            order_id: Some(order_id),
+        } => (*order_id, payment_id, None),
+        ProviderEventKind::ChargeFailed {
+            payment_id,
+            order_id: Some(order_id),
+            reason,
+        } => (*order_id, payment_id, Some(reason)),
+        _ => return Ok(None),
+    };
+    let pool = state.db.pool();
+    let Some(payment) = payments::by_order(pool, order_id).await? else {
+        return Ok(None);
+    };
+    if !payment.status.awaits_charge_outcome() || payment.cancel_requested_at.is_some() {
+        return Ok(None);
+    }
+    let (status, announcement) = match reason {
+        None => (
+            PaymentStatus::Succeeded,
+            Envelope::new(
+                SERVICE,
+                events::PAYMENT_SUCCEEDED,
+                PaymentSucceeded {
+                    order_id,
+                    payment_id: payment.id,
+                    amount: payment.amount.clone(),
+                },
+            )?,
+        ),
+        Some(reason) => (
+            PaymentStatus::Failed,
+            Envelope::new(
+                SERVICE,
+                events::PAYMENT_FAILED,
+                PaymentFailed {
+                    order_id,
+                    payment_id: payment.id,
+                    reason: reason.clone(),
+                },
+            )?,
+        ),
+    };
+    let row = state.outbox.unwritten(&announcement)?;
+    let settled = payments::settle_charge_by_webhook(
+        pool,
+        payment.id,
+        (provider, &event.id, &event.event_type),
+        (status, provider_payment_id, reason.map(String::as_str)),
+        now_millis(),
+        &row,
+    )
+    .await?;
+    Ok(match settled {
+        WebhookSettlement::Settled => {
+            state.outbox.committed([row.written()]);
+            tracing::info!(%order_id, payment_id = %payment.id, %status, "payment settled by webhook");
+            Some(Applied::Done)
+        }
+        WebhookSettlement::Duplicate => {
+            webhook_events::record_redelivery(pool, provider, &event.id).await?;
+            Some(Applied::Duplicate)
+        }
+        WebhookSettlement::NotApplicable => None,
+    })
 }
 
 /// An event about a payment Emporium did not make: note it and move on.

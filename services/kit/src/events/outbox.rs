@@ -85,6 +85,17 @@ impl Unwritten {
         )
     }
 
+    /// The `INSERT` of the row once per row of `source` (a CTE of the same
+    /// statement): none when the change it announces did not happen.
+    pub fn insert_per_row_sql(first: usize, source: &str) -> String {
+        let p: Vec<String> = (first..first + 5).map(|i| format!("${i}")).collect();
+        format!(
+            "INSERT INTO outbox_events (id, routing_key, envelope, created_at, claimed_until) \
+             SELECT {} FROM {source}",
+            p.join(", ")
+        )
+    }
+
     /// Bind the row's five values, in [`Unwritten::insert_sql`]'s order.
     pub fn bind<'q>(&self, query: Query<'q, Any, AnyArguments>) -> Query<'q, Any, AnyArguments> {
         query

@@ -451,3 +451,67 @@ pub async fn claim_and_note_charge_in_flight<'e>(
         .await?;
     Ok(row.try_get::<i64, _>("claimed")? == 1)
 }
+
+/// How [`settle_charge_by_webhook`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookSettlement {
+    /// Claimed, settled and announced.
+    Settled,
+    /// The payment awaits its outcome, but this webhook event was applied
+    /// before (a delivery that raced this one).
+    Duplicate,
+    /// The payment no longer simply awaits its outcome (settled, or its
+    /// order cancelled meanwhile): nothing done, not even the claim.
+    NotApplicable,
+}
+
+/// PostgreSQL: the usual webhook, a charge's outcome for a payment awaiting
+/// it with no cancellation requested, in one statement: lock the payment if
+/// it still is in that state, claim the webhook event, settle the charge
+/// and write the event announcing it. Anything else changes nothing, so the
+/// caller can take the general path.
+pub async fn settle_charge_by_webhook<'e>(
+    db: impl Executor<'e, Database = Any>,
+    payment_id: Uuid,
+    (provider, event_id, event_type): (&str, &str, &str),
+    (status, provider_payment_id, failure_reason): (PaymentStatus, &str, Option<&str>),
+    now: i64,
+    announcement: &kit::events::Unwritten,
+) -> Result<WebhookSettlement, sqlx::Error> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH target AS (SELECT id FROM payments WHERE id = $1 AND status IN ($2, $3) \
+             AND cancel_requested_at IS NULL FOR UPDATE), \
+             claim AS (INSERT INTO webhook_events (provider, event_id, event_type, received_at, deliveries) \
+             SELECT $4, $5, $6, $7, 1 FROM target ON CONFLICT (provider, event_id) DO NOTHING RETURNING 1), \
+             moved AS (UPDATE payments SET status = $8, provider_payment_id = COALESCE(provider_payment_id, $9), \
+             failure_reason = $10, updated_at = $7 \
+             WHERE id IN (SELECT id FROM target) AND EXISTS (SELECT 1 FROM claim) RETURNING id), \
+             announced AS ({}) \
+             SELECT (SELECT COUNT(*) FROM target) AS locked, (SELECT COUNT(*) FROM moved) AS moved",
+            kit::events::Unwritten::insert_per_row_sql(11, "moved")
+        )
+    });
+    let query = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(payment_id.to_string())
+        .bind(PaymentStatus::Pending.as_str())
+        .bind(PaymentStatus::Processing.as_str())
+        .bind(provider)
+        .bind(event_id)
+        .bind(event_type)
+        .bind(now)
+        .bind(status.as_str())
+        .bind(provider_payment_id)
+        .bind(failure_reason);
+    let row = announcement.bind(query).fetch_one(db).await?;
+    Ok(
+        match (
+            row.try_get::<i64, _>("locked")?,
+            row.try_get::<i64, _>("moved")?,
+        ) {
+            (0, _) => WebhookSettlement::NotApplicable,
+            (_, 0) => WebhookSettlement::Duplicate,
+            _ => WebhookSettlement::Settled,
+        },
+    )
+}
