@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+mod books;
+
 const BIN: &str = env!("CARGO_BIN_EXE_emporium");
 
 struct Running(Child);
@@ -182,12 +184,6 @@ async fn shopper(http: &reqwest::Client, base: &str, n: usize) -> String {
         .to_string()
 }
 
-async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
-    let res = http.get(url).bearer_auth(token).send().await.unwrap();
-    assert_eq!(res.status(), 200, "GET {url}");
-    res.json().await.unwrap()
-}
-
 /// `emporium up` killed (SIGKILL) the moment five orders were accepted, while
 /// their events, charges and webhooks are in flight: after a restart each
 /// order is confirmed, charged once, its stock taken once, and its customer
@@ -297,31 +293,8 @@ async fn up_killed_mid_checkout_loses_no_order() {
         assert!(status == 201 || status == 200, "{status} {order}");
         orders.push(order["id"].as_str().unwrap().to_string());
     }
-    for (order, token) in orders.iter().zip(&tokens) {
-        let mut status = String::new();
-        for _ in 0..12 {
-            let read = get_json(
-                &http,
-                &format!("{base}/api/v1/orders/{order}?wait=5"),
-                token,
-            )
-            .await;
-            status = read["status"].as_str().unwrap().to_string();
-            if status == "confirmed" {
-                break;
-            }
-        }
-        assert_eq!(status, "confirmed", "order {order} after the restart");
-        let payments = get_json(
-            &http,
-            &format!("{base}/api/v1/payments?order_id={order}"),
-            token,
-        )
-        .await;
-        let items = payments["items"].as_array().unwrap();
-        assert_eq!(items.len(), 1, "one payment for {order}: {payments}");
-        assert_eq!(items[0]["status"], "succeeded", "{payments}");
-    }
+    let placed: Vec<(String, String)> = orders.into_iter().zip(tokens).collect();
+    books::every_order_confirmed_charged_and_told_once(&http, &base, &placed).await;
     let product: Value = http
         .get(&product_url)
         .send()
@@ -335,23 +308,6 @@ async fn up_killed_mid_checkout_loses_no_order() {
         Some(stock_before - 5),
         "{product}"
     );
-    for (order, token) in orders.iter().zip(&tokens) {
-        let mut told = 0;
-        for _ in 0..100 {
-            let feed = get_json(&http, &format!("{base}/api/v1/notifications"), token).await;
-            told = feed["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|n| n["kind"] == "order_confirmed")
-                .count();
-            if told > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(told, 1, "one confirmation for {order}");
-    }
 }
 
 fn serve_fails_with(args: &[&str], env: &[(&str, &str)]) -> String {

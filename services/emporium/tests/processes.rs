@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod books;
+
 const BIN: &str = env!("CARGO_BIN_EXE_emporium");
 const SERVICES: [&str; 7] = [
     "identity",
@@ -431,12 +433,6 @@ async fn checkout(
     (order["id"].as_str().unwrap().to_owned(), token)
 }
 
-async fn get(http: &reqwest::Client, url: &str, token: &str) -> Value {
-    let (status, body) = until_answered(http, |h| h.get(url).bearer_auth(token)).await;
-    assert_eq!(status, 200, "GET {url}: {body}");
-    body
-}
-
 #[tokio::test]
 async fn services_killed_mid_checkout_lose_no_order_and_charge_none_twice() {
     let dir = tempfile::tempdir().unwrap();
@@ -503,31 +499,7 @@ async fn services_killed_mid_checkout_lose_no_order_and_charge_none_twice() {
         placed.push(customer.await.expect("a customer gave up"));
     }
 
-    for (order, token) in &placed {
-        let mut status = Value::Null;
-        for _ in 0..12 {
-            status = get(
-                &http,
-                &format!("{base}/api/v1/orders/{order}?wait=5"),
-                token,
-            )
-            .await["status"]
-                .clone();
-            if status == "confirmed" {
-                break;
-            }
-        }
-        assert_eq!(status, "confirmed", "order {order}");
-        let payments = get(
-            &http,
-            &format!("{base}/api/v1/payments?order_id={order}"),
-            token,
-        )
-        .await;
-        let items = payments["items"].as_array().unwrap();
-        assert_eq!(items.len(), 1, "one payment for {order}: {payments}");
-        assert_eq!(items[0]["status"], "succeeded", "{payments}");
-    }
+    books::every_order_confirmed_charged_and_told_once(&http, &base, &placed).await;
     let product: Value = http
         .get(format!("{base}/api/v1/products/{product_id}"))
         .send()
@@ -541,23 +513,6 @@ async fn services_killed_mid_checkout_lose_no_order_and_charge_none_twice() {
         Some(STOCK - CUSTOMERS as i64),
         "each order took its unit once: {product}"
     );
-    for (order, token) in &placed {
-        let mut told = 0;
-        for _ in 0..100 {
-            let feed = get(&http, &format!("{base}/api/v1/notifications"), token).await;
-            told = feed["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|n| n["kind"] == "order_confirmed")
-                .count();
-            if told > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(told, 1, "one confirmation for {order}");
-    }
     let out = Command::new(BIN)
         .args(["dlq", "list"])
         .env("EMPORIUM_BUS_URL", &backends.bus)
