@@ -10,3 +10,4 @@ mod identity;
 mod notifications;
 mod orders;
 mod payments;
+mod stock;

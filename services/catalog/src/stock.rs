@@ -204,6 +204,61 @@ async fn record(
     Ok(())
 }
 
+/// The usual reservation, an order of one line reaching PostgreSQL for the
+/// first time, as one statement: take the stock, record the reservation,
+/// claim the event and write `stock.reserved`, or change nothing. `false`:
+/// not taken (too little stock, inactive, or the event or the order seen
+/// before); the caller then finds out which through the general path.
+/// A racing duplicate delivery cannot take twice: the second reservation
+/// row for the order violates its primary key, failing the whole statement.
+async fn reserve_one_line_at_once(
+    state: &AppState,
+    event: &Envelope,
+    (order_id, lines): (Uuid, &[StockLine]),
+    now: i64,
+) -> Result<bool, HandlerError> {
+    let [line] = lines else {
+        return Ok(false);
+    };
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH taken AS (UPDATE products SET stock = stock - $5, updated_at = $3 \
+             WHERE id = $6 AND is_active = $7 AND stock >= $5 \
+             AND NOT EXISTS (SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2) \
+             AND NOT EXISTS (SELECT 1 FROM stock_reservations WHERE order_id = $4) RETURNING id), \
+             reservation AS (INSERT INTO stock_reservations (order_id, status, lines, created_at, updated_at) \
+             SELECT $4, 'reserved', $8, $3, $3 FROM taken RETURNING order_id), \
+             claim AS (INSERT INTO processed_events (consumer, event_id, processed_at) \
+             SELECT $1, $2, $3 FROM reservation), \
+             announced AS ({}) \
+             SELECT COUNT(*) AS reserved FROM reservation",
+            kit::events::Unwritten::insert_per_row_sql(9, "reservation")
+        )
+    });
+    let announcement = state
+        .outbox
+        .unwritten(
+            &Envelope::new(SERVICE, "stock.reserved", StockReserved { order_id, lines })
+                .map_err(HandlerError::poison)?,
+        )
+        .map_err(HandlerError::poison)?;
+    let query = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(SERVICE)
+        .bind(event.id.to_string())
+        .bind(now)
+        .bind(order_id.to_string())
+        .bind(line.quantity)
+        .bind(line.product_id.to_string())
+        .bind(true)
+        .bind(serde_json::to_string(lines).map_err(HandlerError::poison)?);
+    let row = announcement.bind(query).fetch_one(state.db.pool()).await?;
+    if row.try_get::<i64, _>("reserved")? == 0 {
+        return Ok(false);
+    }
+    state.outbox.committed([announcement.written()]);
+    Ok(true)
+}
+
 /// Reserve every line of an order, or none.
 pub async fn reserve(
     state: &AppState,
@@ -218,8 +273,13 @@ pub async fn reserve(
         ));
     }
     let now = now_millis();
-    let mut tx = state.db.begin().await?;
     let backend = state.db.backend();
+    if backend == Backend::Postgres
+        && reserve_one_line_at_once(state, event, (order_id, &lines), now).await?
+    {
+        return Ok(reserved(state).await);
+    }
+    let mut tx = state.db.begin().await?;
     // A redelivery, or a cancellation seen first (it left a tombstone):
     // reserve nothing.
     if !claim_undecided(&mut tx, backend, event, order_id).await? {
@@ -253,9 +313,7 @@ pub async fn reserve(
         let recorded = state.outbox.record(&mut tx, &e).await?;
         tx.commit().await?;
         state.outbox.committed([recorded]);
-        state.cache.invalidate_all().await;
-        metrics::counter!("catalog_stock_reservations_total", "outcome" => "reserved").increment(1);
-        return Ok(Reservation::Reserved);
+        return Ok(reserved(state).await);
     }
     // Not enough of something: undo every decrement, then record the
     // rejection (and claim the event) in a fresh transaction.
@@ -299,6 +357,13 @@ pub async fn reserve(
     state.outbox.committed([recorded]);
     metrics::counter!("catalog_stock_reservations_total", "outcome" => "rejected").increment(1);
     Ok(Reservation::Rejected)
+}
+
+/// What follows a committed reservation.
+async fn reserved(state: &AppState) -> Reservation {
+    state.cache.invalidate_all().await;
+    metrics::counter!("catalog_stock_reservations_total", "outcome" => "reserved").increment(1);
+    Reservation::Reserved
 }
 
 /// Give back what an order reserved, once. Returns whether stock moved.
