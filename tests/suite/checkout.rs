@@ -1062,6 +1062,24 @@ async fn saga_events_delivered_again_change_nothing() {
     }
     shop.bus.publish(&placed(other, 2)).await.expect("publish");
 
+    // The first order's reservation announced again, twice under one id,
+    // and one for an order orders never had: nothing moves.
+    let reserved = |order_id: Uuid| {
+        Envelope::new(
+            "catalog",
+            "stock.reserved",
+            json!({"order_id": order_id, "lines": [{"product_id": mug, "quantity": 1}]}),
+        )
+        .unwrap()
+    };
+    let again = reserved(id);
+    shop.bus.publish(&again).await.expect("publish");
+    shop.bus.publish(&again).await.expect("publish");
+    shop.bus
+        .publish(&reserved(Uuid::now_v7()))
+        .await
+        .expect("publish");
+
     // The first order's payment, twice.
     let paid = Envelope::new(
         "payments",

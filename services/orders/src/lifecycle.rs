@@ -2,11 +2,13 @@
 //! check the status machine, record the change with its history entry and
 //! the event announcing it, all in one transaction. Saga consumers also
 //! claim the causing event in the same transaction, so a redelivery changes
-//! nothing.
+//! nothing. The one step that announces nothing (`stock.reserved`) does all
+//! that as one statement on PostgreSQL instead ([`advance_at_once`]).
 
 use std::time::Duration;
 
 use kit::clock::now_millis;
+use kit::db::Backend;
 use kit::events::{Envelope, EventBus, HandlerError, Subscription, Unwritten};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -145,6 +147,44 @@ pub async fn apply(state: &AppState, change: Change<'_>) -> Result<Applied> {
     Ok(Applied::Changed(Box::new(updated)))
 }
 
+/// A saga step that announces nothing and has one status it applies to
+/// (`stock.reserved`: pending -> awaiting_payment) takes one statement on
+/// PostgreSQL instead of a transaction. `None`: not such a step here.
+async fn advance_at_once(
+    state: &AppState,
+    event: &Envelope,
+    order_id: Uuid,
+    next: OrderStatus,
+) -> Result<Option<()>> {
+    if state.db.backend() != Backend::Postgres || next != OrderStatus::AwaitingPayment {
+        return Ok(None);
+    }
+    let from = OrderStatus::Pending;
+    debug_assert!(next.event_type().is_none() && from.can_become(next));
+    let notice = format!("{order_id} {next}");
+    let moved = orders::claim_and_advance(
+        state.db.pool(),
+        (SERVICE, &event.id.to_string()),
+        order_id,
+        (from, next),
+        now_millis(),
+        (STATUS_CHANNEL, &notice),
+    )
+    .await?;
+    match moved {
+        Some(true) => {
+            state.status_watch.announce(&order_id, next);
+            metrics::counter!("order_transitions_total", "to" => next.as_str()).increment(1);
+            tracing::info!(%order_id, status = %next, "order status changed");
+        }
+        Some(false) => {
+            tracing::info!(%order_id, event = %event.event_type, "event no longer applies (order missing or not pending)");
+        }
+        None => {}
+    }
+    Ok(Some(()))
+}
+
 fn saga_step(
     state: &AppState,
     next: OrderStatus,
@@ -164,6 +204,12 @@ fn saga_step(
                 }
                 (base, _) => base,
             };
+            match advance_at_once(&state, &event, about.order_id, next).await {
+                Ok(Some(())) => return Ok(()),
+                Ok(None) => {}
+                Err(OrderError::Database(e)) => return Err(HandlerError::from(e)),
+                Err(e) => return Err(HandlerError::transient(e)),
+            }
             let outcome = apply(
                 &state,
                 Change {

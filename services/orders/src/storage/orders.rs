@@ -281,6 +281,49 @@ pub async fn by_idempotency_key<'e>(
         .transpose()
 }
 
+/// On PostgreSQL, claim an event and move the order from `from` to `to`
+/// with its history entry and its notice, as one statement: for changes
+/// that announce nothing, the usual saga step without a transaction.
+/// `None`: the event was handled before; `Some(false)`: claimed, but the
+/// order is missing or no longer in `from`.
+pub async fn claim_and_advance<'e>(
+    db: impl sqlx::Executor<'e, Database = Any>,
+    (consumer, event_id): (&str, &str),
+    id: Uuid,
+    (from, to): (OrderStatus, OrderStatus),
+    now: i64,
+    (channel, notice): (&str, &str),
+) -> Result<Option<bool>, sqlx::Error> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH claim AS ({} RETURNING 1), \
+             moved AS (UPDATE orders SET status = $5, updated_at = $3 \
+             WHERE id = $4 AND status = $6 AND EXISTS (SELECT 1 FROM claim) RETURNING id), \
+             entry AS (INSERT INTO order_history (id, order_id, status, reason, at) \
+             SELECT $7, id, $5, NULL, $3 FROM moved) \
+             SELECT EXISTS (SELECT 1 FROM claim) AS claimed, \
+             (SELECT COUNT(pg_notify($8, $9)) FROM moved) AS moved",
+            kit::events::inbox::CLAIM
+        )
+    });
+    let row = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(consumer)
+        .bind(event_id)
+        .bind(now)
+        .bind(id.to_string())
+        .bind(to.as_str())
+        .bind(from.as_str())
+        .bind(Uuid::now_v7().to_string())
+        .bind(channel)
+        .bind(notice)
+        .fetch_one(db)
+        .await?;
+    if !row.try_get::<bool, _>("claimed")? {
+        return Ok(None);
+    }
+    Ok(Some(row.try_get::<i64, _>("moved")? > 0))
+}
+
 /// Move `order` to `next` and add the history entry. On PostgreSQL this is
 /// one statement, which also sends `notice` (channel, payload) when the
 /// transaction commits; SQLite has no notices.
