@@ -67,34 +67,11 @@ fn replay(existing: OrderRecord, hash: &str) -> Result<(StatusCode, OrderRecord)
     }
 }
 
-pub async fn place_order(
-    state: &AppState,
-    user: &AuthUser,
-    bearer: &str,
-    idempotency_key: String,
-    req: PlaceOrder,
-) -> Result<(StatusCode, OrderRecord)> {
-    let mut errors = req.shipping_address.validate();
-    errors.extend(validate_payment_method(&req.payment_method));
-    if !errors.is_empty() {
-        return Err(OrderError::Validation(errors));
-    }
-    let hash = request_hash(&req);
-    if let Some(existing) =
-        orders::by_idempotency_key(state.db.pool(), user.id, &idempotency_key).await?
-    {
-        return replay(existing, &hash);
-    }
-
+/// The caller's cart as order lines at the catalogue's current prices: at
+/// least one, all active, all in one currency.
+async fn priced_cart(state: &AppState, bearer: &str) -> Result<Vec<OrderLine>> {
     let cart = state.peers.cart(bearer).await?;
     if cart.items.is_empty() {
-        // A concurrent request with this key may have placed the order, and
-        // its `order.placed` emptied the cart, since we looked above.
-        if let Some(existing) =
-            orders::by_idempotency_key(state.db.pool(), user.id, &idempotency_key).await?
-        {
-            return replay(existing, &hash);
-        }
         return Err(OrderError::EmptyCart);
     }
     let ids: Vec<Uuid> = cart.items.iter().map(|i| i.product_id).collect();
@@ -121,17 +98,48 @@ pub async fn place_order(
             line_total: Money::new(p.price.amount * item.quantity, &p.price.currency),
         });
     }
-    let currency = lines[0].unit_price.currency.clone();
-    if lines.iter().any(|l| l.unit_price.currency != currency) {
+    let currency = &lines[0].unit_price.currency;
+    if lines.iter().any(|l| &l.unit_price.currency != currency) {
         return Err(OrderError::ProductUnavailable(
             "the cart mixes currencies".into(),
         ));
     }
+    Ok(lines)
+}
+
+pub async fn place_order(
+    state: &AppState,
+    user: &AuthUser,
+    bearer: &str,
+    idempotency_key: String,
+    req: PlaceOrder,
+) -> Result<(StatusCode, OrderRecord)> {
+    let mut errors = req.shipping_address.validate();
+    errors.extend(validate_payment_method(&req.payment_method));
+    if !errors.is_empty() {
+        return Err(OrderError::Validation(errors));
+    }
+    let hash = request_hash(&req);
+    // A first request is the usual case: the key is looked up only when the
+    // cart cannot be ordered (a request sent again usually finds it emptied
+    // by its own `order.placed`, or a product since withdrawn) or when the
+    // insert finds the key taken.
+    let lines = match priced_cart(state, bearer).await {
+        Ok(lines) => lines,
+        Err(e) => {
+            return match orders::by_idempotency_key(state.db.pool(), user.id, &idempotency_key)
+                .await?
+            {
+                Some(existing) => replay(existing, &hash),
+                None => Err(e),
+            };
+        }
+    };
+    let currency = lines[0].unit_price.currency.clone();
     let totals = state
         .settings
         .pricing
         .totals(lines.iter().map(|l| l.line_total.amount).sum());
-
     let now = now_millis();
     for _ in 0..5 {
         let order = OrderRecord {
