@@ -889,6 +889,39 @@ async fn an_idempotency_key_places_one_order_however_often_it_is_sent() {
         .await
         .expect(409, "an empty cart");
     assert!(all_orders(&shop, &fay.token).await.is_empty());
+
+    // A bad address names its fields, changes nothing and does not use up
+    // the key; a country written in small letters is the same country.
+    let gus = customer(&shop, "gus").await;
+    add_to_cart(&shop, &gus.token, plate, 1).await;
+    let mut bad = order_request("pm_card_visa");
+    bad["shipping_address"]["city"] = json!("  ");
+    bad["shipping_address"]["country"] = json!("XX");
+    let refused = place_order(&shop, &gus.token, Some("address-1"), &bad)
+        .await
+        .expect(422, "a bad address");
+    let fields: Vec<&str> = refused["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["shipping_address.city", "shipping_address.country"]
+    );
+    assert!(all_orders(&shop, &gus.token).await.is_empty());
+    assert_eq!(cart_items(&shop, &gus.token).await.len(), 1);
+    let mut casual = order_request("pm_card_visa");
+    casual["shipping_address"]["country"] = json!(" gb ");
+    casual["shipping_address"]["name"] = json!(" Ada Lovelace ");
+    let placed = place_order(&shop, &gus.token, Some("address-1"), &casual)
+        .await
+        .expect(201, "the address put right, with the same key");
+    assert_eq!(
+        placed["shipping_address"],
+        order_request("")["shipping_address"]
+    );
 }
 
 #[tokio::test]

@@ -114,6 +114,10 @@ pub async fn place_order(
     idempotency_key: String,
     req: PlaceOrder,
 ) -> Result<(StatusCode, OrderRecord)> {
+    let req = PlaceOrder {
+        shipping_address: req.shipping_address.normalized(),
+        ..req
+    };
     let mut errors = req.shipping_address.validate();
     errors.extend(validate_payment_method(&req.payment_method));
     if !errors.is_empty() {

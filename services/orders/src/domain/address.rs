@@ -1,7 +1,7 @@
 use kit::FieldError;
 use serde::{Deserialize, Serialize};
 
-/// Where an order goes. Validated at the edge; stored as given (trimmed).
+/// Where an order goes. Normalised and validated at the edge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShippingAddress {
@@ -41,6 +41,21 @@ fn required(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) 
 }
 
 impl ShippingAddress {
+    /// Trimmed, the country in capitals (`us` is `US`), and empty optional
+    /// lines dropped: the form a shop stores and a carrier reads.
+    pub fn normalized(self) -> Self {
+        let optional = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        ShippingAddress {
+            name: self.name.trim().to_owned(),
+            line1: self.line1.trim().to_owned(),
+            line2: optional(self.line2),
+            city: self.city.trim().to_owned(),
+            state: optional(self.state),
+            postal_code: self.postal_code.trim().to_owned(),
+            country: self.country.trim().to_ascii_uppercase(),
+        }
+    }
+
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         required(&mut errors, "name", &self.name, 100);
@@ -59,7 +74,7 @@ impl ShippingAddress {
                 "must be at most 100 characters",
             ));
         }
-        let country = self.country.trim();
+        let country = self.country.as_str();
         if country.len() != 2 || !COUNTRIES.split(' ').any(|c| c == country) {
             errors.push(FieldError::new(
                 "shipping_address.country",
@@ -115,6 +130,28 @@ mod tests {
             fields,
             vec!["shipping_address.city", "shipping_address.country"]
         );
+    }
+
+    #[test]
+    fn normalising_trims_capitalises_the_country_and_drops_empty_lines() {
+        let given = ShippingAddress {
+            name: "  Ada Lovelace ".into(),
+            line2: Some("   ".into()),
+            state: Some(" Greater London ".into()),
+            country: " gb ".into(),
+            ..address()
+        };
+        let n = given.normalized();
+        assert_eq!(n.name, "Ada Lovelace");
+        assert_eq!(n.line2, None);
+        assert_eq!(n.state.as_deref(), Some("Greater London"));
+        assert_eq!(n.country, "GB");
+        assert!(n.validate().is_empty());
+        let unknown = ShippingAddress {
+            country: "zz".into(),
+            ..address()
+        };
+        assert_eq!(unknown.normalized().validate().len(), 1);
     }
 
     #[test]
