@@ -1319,6 +1319,114 @@ async fn customers_see_only_their_own_orders() {
     assert_eq!(order(&shop, &cat.admin, ivys).await["id"], before["id"]);
 }
 
+#[tokio::test]
+async fn orders_are_listed_newest_first_by_status_and_date() {
+    let b = Backends::new();
+    let _broker = broker_shared(&b).await;
+    let shop = Shop::start(&b, ShopOptions::full()).await;
+    let cat = Catalogue::open(&shop).await;
+    let cup = cat.product("Cup", 700, 50).await;
+    let kim = customer(&shop, "kim").await;
+    let lou = customer(&shop, "lou").await;
+
+    // Three orders one after another: kim's paid, lou's declined, kim's paid.
+    let mut placed = Vec::new();
+    for (who, card) in [
+        (&kim, "pm_card_visa"),
+        (&lou, "pm_card_chargeDeclined"),
+        (&kim, "pm_card_visa"),
+    ] {
+        add_to_cart(&shop, &who.token, cup, 1).await;
+        let order = checkout(&shop, &who.token, card).await;
+        placed.push(settled(&shop, &who.token, id_of(&order)).await);
+        wait_for_empty_cart(&shop, &who.token, SETTLE).await;
+    }
+    let id = |i: usize| placed[i]["id"].as_str().unwrap().to_owned();
+    let (a, b, c) = (id(0), id(1), id(2));
+    assert_eq!(placed[1]["status"], "cancelled");
+    let listed = |path: String, token: &str| {
+        let token = token.to_owned();
+        let shop = &shop;
+        async move {
+            let page = get(shop, &path, &token).await.expect(200, "list orders");
+            let ids: Vec<String> = page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["id"].as_str().unwrap().to_owned())
+                .collect();
+            (ids, page["next_cursor"].as_str().map(str::to_owned))
+        }
+    };
+
+    // The shop sees every customer's orders, newest first, page by page.
+    let (first, cursor) = listed("/api/v1/orders?limit=2".into(), &cat.admin).await;
+    assert_eq!(first, [c.clone(), b.clone()]);
+    let cursor = cursor.expect("a second page");
+    let (second, end) = listed(
+        format!("/api/v1/orders?limit=2&cursor={cursor}"),
+        &cat.admin,
+    )
+    .await;
+    assert_eq!(second, [a.clone()]);
+    assert_eq!(end, None);
+
+    // By status, and by when they were placed (`from` inclusive, `to` not).
+    let by = |query: &str| listed(format!("/api/v1/orders?{query}"), &cat.admin);
+    assert_eq!(by("status=cancelled").await.0, [b.clone()]);
+    assert_eq!(by("status=confirmed").await.0, [c.clone(), a.clone()]);
+    let at = |i: usize| placed[i]["created_at"].as_str().unwrap().to_owned();
+    assert_eq!(
+        by(&format!("from={}", at(1))).await.0,
+        [c.clone(), b.clone()]
+    );
+    assert_eq!(by(&format!("to={}", at(1))).await.0, [a.clone()]);
+    assert_eq!(
+        by(&format!("from={}&to={}&status=confirmed", at(0), at(2)))
+            .await
+            .0,
+        [a.clone()]
+    );
+
+    // A customer's list is theirs alone, with the same filters.
+    let (kims, _) = listed("/api/v1/orders?limit=1".into(), &kim.token).await;
+    assert_eq!(kims, [c.clone()]);
+    assert_eq!(
+        listed("/api/v1/orders?status=confirmed".into(), &kim.token)
+            .await
+            .0,
+        [c.clone(), a.clone()]
+    );
+    assert!(
+        listed("/api/v1/orders?status=confirmed".into(), &lou.token)
+            .await
+            .0
+            .is_empty()
+    );
+
+    // Filters that make no sense are refused, naming the parameter.
+    for (query, field) in [
+        ("status=lost", "status"),
+        ("from=yesterday", "from"),
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("cursor=not-an-order", "cursor"),
+    ] {
+        let refused = get(&shop, &format!("/api/v1/orders?{query}"), &cat.admin)
+            .await
+            .expect(422, query);
+        assert_eq!(refused["errors"][0]["field"], field, "{query}: {refused}");
+    }
+    let backwards = get(
+        &shop,
+        &format!("/api/v1/orders?from={}&to={}", at(2), at(0)),
+        &cat.admin,
+    )
+    .await
+    .expect(422, "`to` before `from`");
+    assert_eq!(backwards["errors"][0]["field"], "to", "{backwards}");
+}
+
 /// The card of the `i`th order of a long run, and the status it decides:
 /// every tenth is declined.
 fn card_for(i: usize) -> (&'static str, &'static str) {

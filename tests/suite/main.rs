@@ -8,6 +8,5 @@ mod events;
 mod gateway;
 mod identity;
 mod notifications;
-mod orders;
 mod payments;
 mod stock;

@@ -172,6 +172,11 @@ async fn list(
     }
     let created_from = parse_time("from", &q.from, &mut errors);
     let created_to = parse_time("to", &q.to, &mut errors);
+    if let (Some(from), Some(to)) = (created_from, created_to)
+        && from >= to
+    {
+        errors.push(FieldError::new("to", "must be later than `from`"));
+    }
     if !errors.is_empty() {
         return Err(OrderError::Validation(errors));
     }
