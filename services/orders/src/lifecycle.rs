@@ -149,15 +149,15 @@ pub async fn apply(state: &AppState, change: Change<'_>) -> Result<Applied> {
 
 /// A saga step that announces nothing and has one status it applies to
 /// (`stock.reserved`: pending -> awaiting_payment) takes one statement on
-/// PostgreSQL instead of a transaction. `None`: not such a step here.
+/// PostgreSQL instead of a transaction. `false`: not such a step here.
 async fn advance_at_once(
     state: &AppState,
     event: &Envelope,
     order_id: Uuid,
     next: OrderStatus,
-) -> Result<Option<()>> {
+) -> Result<bool> {
     if state.db.backend() != Backend::Postgres || next != OrderStatus::AwaitingPayment {
-        return Ok(None);
+        return Ok(false);
     }
     let from = OrderStatus::Pending;
     debug_assert!(next.event_type().is_none() && from.can_become(next));
@@ -182,7 +182,7 @@ async fn advance_at_once(
         }
         None => {}
     }
-    Ok(Some(()))
+    Ok(true)
 }
 
 fn saga_step(
@@ -205,8 +205,8 @@ fn saga_step(
                 (base, _) => base,
             };
             match advance_at_once(&state, &event, about.order_id, next).await {
-                Ok(Some(())) => return Ok(()),
-                Ok(None) => {}
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
                 Err(OrderError::Database(e)) => return Err(HandlerError::from(e)),
                 Err(e) => return Err(HandlerError::transient(e)),
             }
