@@ -376,6 +376,167 @@ async fn serves_merged_api_docs_and_metrics() {
     assert!(metrics.contains("service=\"gateway\""));
 }
 
+/// The merged document lists every status a client can get, errors as
+/// problems: checked over the whole document, then against real answers
+/// of the shop to requests a client gets wrong.
+#[tokio::test]
+async fn the_merged_docs_list_the_statuses_the_shop_answers() {
+    let b = Backends::new();
+    let shop = Shop::start(&b, ShopOptions::full()).await;
+    let doc: Value = shop
+        .http
+        .get(shop.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/api/v1/auth/login",
+        "/api/v1/products",
+        "/api/v1/cart",
+        "/api/v1/orders",
+        "/api/v1/payments",
+        "/api/v1/notifications",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if method == "parameters" {
+                continue;
+            }
+            operations += 1;
+            let responses = op["responses"].as_object().unwrap();
+            let mut expected = vec!["429", "502", "504"];
+            if op.get("requestBody").is_some() {
+                expected.extend(["400", "413", "415"]);
+            }
+            let takes_token = op["security"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r.get("bearer").is_some()));
+            if takes_token {
+                expected.push("401");
+            }
+            for status in expected {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} documents {status}"
+                );
+            }
+            for (status, response) in responses {
+                if status.as_str() < "400" {
+                    continue;
+                }
+                if let Some(content) = response["content"].as_object() {
+                    assert_eq!(
+                        content.keys().collect::<Vec<_>>(),
+                        ["application/problem+json"],
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(operations >= 30, "{operations} operations");
+    // Every order operation needs a token, and says so.
+    for (path, method) in [
+        ("/api/v1/orders", "post"),
+        ("/api/v1/orders", "get"),
+        ("/api/v1/orders/{id}", "get"),
+        ("/api/v1/orders/{id}/cancel", "post"),
+        ("/api/v1/orders/{id}/status", "post"),
+    ] {
+        assert_eq!(
+            doc["paths"][path][method]["security"],
+            json!([{"bearer": []}]),
+            "{method} {path}"
+        );
+    }
+
+    shop.register("docs@example.com", PASSWORD).await;
+    let (token, _) = shop.login("docs@example.com", PASSWORD).await;
+    let id = "01a24e52-1ca3-7778-8451-389954181482";
+    let cases: Vec<(&str, &str, reqwest::RequestBuilder, u16)> = vec![
+        (
+            "/api/v1/orders",
+            "post",
+            shop.http
+                .post(shop.url("/api/v1/orders"))
+                .bearer_auth(&token)
+                .header("idempotency-key", "docs-1")
+                .header("content-type", "text/plain")
+                .body("an order, please"),
+            415,
+        ),
+        (
+            "/api/v1/orders",
+            "post",
+            shop.http
+                .post(shop.url("/api/v1/orders"))
+                .bearer_auth(&token)
+                .header("idempotency-key", "docs-2")
+                .header("content-type", "application/json")
+                .body("{\"shipping_address\": "),
+            400,
+        ),
+        (
+            "/api/v1/orders",
+            "get",
+            shop.http.get(shop.url("/api/v1/orders")),
+            401,
+        ),
+        (
+            "/api/v1/orders/{id}",
+            "get",
+            shop.http
+                .get(shop.url(&format!("/api/v1/orders/{id}")))
+                .bearer_auth("not.a.token"),
+            401,
+        ),
+        (
+            "/api/v1/users",
+            "get",
+            shop.http.get(shop.url("/api/v1/users")).bearer_auth(&token),
+            403,
+        ),
+        (
+            "/api/v1/users/me/password",
+            "post",
+            shop.http
+                .post(shop.url("/api/v1/users/me/password"))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body("{\"current_password\": \"cut sh"),
+            400,
+        ),
+        (
+            "/api/v1/products/{id}/reviews",
+            "post",
+            shop.http
+                .post(shop.url(&format!("/api/v1/products/{id}/reviews")))
+                .bearer_auth(&token)
+                .body("five stars"),
+            415,
+        ),
+    ];
+    for (path, method, request, status) in cases {
+        let res = request.send().await.unwrap();
+        assert_eq!(res.status().as_u16(), status, "{method} {path}");
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/problem+json",
+            "{method} {path}"
+        );
+        assert!(
+            doc["paths"][path][method]["responses"][status.to_string()].is_object(),
+            "{method} {path} answered {status}, which its documentation lists"
+        );
+    }
+}
+
 /// A kept copy is served only while the shared cache confirms its
 /// generation; once the cache stops answering, the gateway asks the service
 /// (`serve` gives nothing back) instead of failing or trusting the copy.

@@ -50,6 +50,7 @@ impl MergedDocs {
             };
             merge_into(&mut merged, &doc);
         }
+        add_gateway_responses(&mut merged);
         merged
     }
 
@@ -95,6 +96,28 @@ pub fn merge_into(merged: &mut Value, doc: &Value) {
     }
 }
 
+/// What the gateway itself may answer for any operation it forwards,
+/// before the service is asked.
+pub fn add_gateway_responses(merged: &mut Value) {
+    for op in kit::openapi::operations_mut(merged) {
+        kit::openapi::ensure_response(
+            op,
+            "429",
+            "Too many requests from this client; `Retry-After` says when to try again",
+        );
+        kit::openapi::ensure_response(
+            op,
+            "502",
+            "The service behind the gateway cannot be reached",
+        );
+        kit::openapi::ensure_response(
+            op,
+            "504",
+            "The service behind the gateway did not answer in time",
+        );
+    }
+}
+
 pub async fn openapi(State(docs): State<Arc<MergedDocs>>) -> Json<Value> {
     Json(docs.document().await)
 }
@@ -117,5 +140,26 @@ mod tests {
         assert!(merged["paths"]["/a"].is_object() && merged["paths"]["/b"].is_object());
         assert!(merged["components"]["schemas"]["A"].is_object());
         assert!(merged["components"]["securitySchemes"]["bearer"].is_object());
+    }
+
+    #[test]
+    fn every_operation_lists_what_the_gateway_answers_itself() {
+        let mut merged = json!({"paths": {
+            "/a": {"get": {"responses": {"200": {"description": ""}}}, "parameters": []},
+            "/b": {"post": {"responses": {"429": {"description": "sign-in throttled"}}}},
+        }});
+        add_gateway_responses(&mut merged);
+        for status in ["429", "502", "504"] {
+            assert_eq!(
+                merged["paths"]["/a"]["get"]["responses"][status]["content"]["application/problem+json"]
+                    ["schema"]["$ref"],
+                "#/components/schemas/ProblemBody",
+                "{status}"
+            );
+        }
+        assert_eq!(
+            merged["paths"]["/b"]["post"]["responses"]["429"]["description"],
+            "sign-in throttled"
+        );
     }
 }

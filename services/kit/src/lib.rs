@@ -11,6 +11,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod json;
+pub mod openapi;
 pub mod problem;
 pub mod telemetry;
 pub mod watch;

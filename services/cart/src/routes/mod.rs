@@ -4,6 +4,7 @@ mod cart;
 
 use axum::Router;
 use axum::routing::get;
+use kit::openapi::BearerAuth;
 use utoipa::OpenApi;
 
 pub use self::cart::{CartItemView, CartView, X_CART_ID};
@@ -21,30 +22,12 @@ use crate::AppState;
 )]
 pub struct ApiDoc;
 
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
-
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(cart::router())
         .route(
             "/openapi.json",
-            get(|| async { axum::Json(ApiDoc::openapi()) }),
+            get(|| async { axum::Json(kit::openapi::conventional(ApiDoc::openapi())) }),
         )
         .with_state(state)
 }

@@ -9,6 +9,7 @@ use axum::Router;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use kit::openapi::BearerAuth;
 use utoipa::OpenApi;
 
 use crate::AppState;
@@ -30,24 +31,6 @@ pub use reviews::{ReviewPage, ReviewView};
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
 
 /// Says whether a response came from the cache (`hit`, `miss`, `bypass`).
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -79,7 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(reviews::router())
         .route(
             "/openapi.json",
-            get(|| async { axum::Json(ApiDoc::openapi()) }),
+            get(|| async { axum::Json(kit::openapi::conventional(ApiDoc::openapi())) }),
         )
         .with_state(state)
 }

@@ -92,7 +92,7 @@ pub struct UserPage {
 
 /// Every user, oldest first (admin).
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])), params(ListQuery),
-    responses((status = 200, body = UserPage), (status = 403, body = ProblemBody)))]
+    responses((status = 200, body = UserPage), (status = 403, body = ProblemBody), (status = 422, body = ProblemBody)))]
 async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -128,7 +128,7 @@ pub struct RolesRequest {
 
 /// Replace a user's roles (admin).
 #[utoipa::path(put, path = "/api/v1/users/{id}/roles", tag = "users", security(("bearer" = [])), request_body = RolesRequest,
-    responses((status = 200, body = UserView), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
+    responses((status = 200, body = UserView), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)))]
 #[tracing::instrument(skip_all, err(level = "info", Display))]
 async fn set_roles(
     State(state): State<AppState>,

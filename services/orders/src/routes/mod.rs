@@ -4,6 +4,7 @@ mod orders;
 
 use axum::Router;
 use axum::routing::get;
+use kit::openapi::BearerAuth;
 use utoipa::OpenApi;
 
 use crate::AppState;
@@ -22,7 +23,8 @@ use crate::AppState;
         orders::cancel,
         orders::set_status
     ),
-    components(schemas(kit::problem::ProblemBody, kit::FieldError))
+    components(schemas(kit::problem::ProblemBody, kit::FieldError)),
+    modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
 
@@ -31,7 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(orders::router())
         .route(
             "/openapi.json",
-            get(|| async { axum::Json(ApiDoc::openapi()) }),
+            get(|| async { axum::Json(kit::openapi::conventional(ApiDoc::openapi())) }),
         )
         .with_state(state)
 }

@@ -93,7 +93,7 @@ fn bearer(headers: &HeaderMap) -> &str {
 }
 
 /// Place an order from the caller's cart.
-#[utoipa::path(post, path = "/api/v1/orders", tag = "orders", request_body = PlaceOrder,
+#[utoipa::path(post, path = "/api/v1/orders", tag = "orders", security(("bearer" = [])), request_body = PlaceOrder,
     params(("Idempotency-Key" = String, Header, description = "Makes retries safe: the same key and body return the same order")),
     responses((status = 201, body = OrderView), (status = 200, body = OrderView, description = "A retry of an earlier request"),
         (status = 400, body = ProblemBody), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)))]
@@ -158,7 +158,7 @@ fn parse_time(field: &str, v: &Option<String>, errors: &mut Vec<FieldError>) -> 
 }
 
 /// The caller's orders, newest first; admins see every customer's.
-#[utoipa::path(get, path = "/api/v1/orders", tag = "orders", params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/orders", tag = "orders", security(("bearer" = [])), params(ListQuery),
     responses((status = 200, body = OrderPage), (status = 401, body = ProblemBody), (status = 422, body = ProblemBody)))]
 async fn list(
     State(state): State<AppState>,
@@ -225,7 +225,7 @@ const MAX_WAIT_SECS: u64 = 10;
 
 /// One order: the caller's own (another customer's is a 404), or any for
 /// admins; with `wait`, once it is settled.
-#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders", params(ReadQuery),
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders", security(("bearer" = [])), params(ReadQuery),
     responses((status = 200, body = OrderView), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)))]
 async fn get_one(
     State(state): State<AppState>,
@@ -263,7 +263,7 @@ async fn get_one(
 }
 
 /// Cancel an order before it ships; a paid order is refunded.
-#[utoipa::path(post, path = "/api/v1/orders/{id}/cancel", tag = "orders",
+#[utoipa::path(post, path = "/api/v1/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
     responses((status = 200, body = OrderView), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody)))]
 #[tracing::instrument(skip_all, err(level = "info", Display))]
 async fn cancel(
@@ -302,7 +302,7 @@ pub struct StatusChange {
 }
 
 /// Move an order along fulfilment (admin).
-#[utoipa::path(post, path = "/api/v1/orders/{id}/status", tag = "orders", request_body = StatusChange,
+#[utoipa::path(post, path = "/api/v1/orders/{id}/status", tag = "orders", security(("bearer" = [])), request_body = StatusChange,
     responses((status = 200, body = OrderView), (status = 403, body = ProblemBody), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)))]
 #[tracing::instrument(skip_all, err(level = "info", Display))]
 async fn set_status(
