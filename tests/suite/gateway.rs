@@ -412,7 +412,7 @@ async fn the_merged_docs_list_the_statuses_the_shop_answers() {
             let responses = op["responses"].as_object().unwrap();
             let mut expected = vec!["429", "502", "504"];
             if op.get("requestBody").is_some() {
-                expected.extend(["400", "413", "415"]);
+                expected.extend(["400", "413", "415", "422"]);
             }
             let takes_token = op["security"]
                 .as_array()
@@ -456,6 +456,29 @@ async fn the_merged_docs_list_the_statuses_the_shop_answers() {
         );
     }
 
+    // The limits the checkout enforces are written where clients read them.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["PlaceOrder"]["properties"]["payment_method"]["pattern"],
+        "^pm_[A-Za-z0-9_]+$"
+    );
+    assert_eq!(
+        schemas["AddItemRequest"]["properties"]["quantity"]["minimum"],
+        1
+    );
+    assert_eq!(
+        schemas["AddItemRequest"]["properties"]["quantity"]["maximum"],
+        99
+    );
+    let key = doc["paths"]["/api/v1/orders"]["post"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .unwrap();
+    assert_eq!(key["required"], true);
+    assert_eq!(key["schema"]["maxLength"], 255);
+
     shop.register("docs@example.com", PASSWORD).await;
     let (token, _) = shop.login("docs@example.com", PASSWORD).await;
     let id = "01a24e52-1ca3-7778-8451-389954181482";
@@ -495,6 +518,14 @@ async fn the_merged_docs_list_the_statuses_the_shop_answers() {
                 .get(shop.url(&format!("/api/v1/orders/{id}")))
                 .bearer_auth("not.a.token"),
             401,
+        ),
+        (
+            "/api/v1/auth/login",
+            "post",
+            shop.http
+                .post(shop.url("/api/v1/auth/login"))
+                .json(&json!([null, null])),
+            422,
         ),
         (
             "/api/v1/users",

@@ -77,8 +77,8 @@ pub fn ensure_response(op: &mut Map<String, Value>, status: &str, description: &
 /// - Error responses (4xx, 5xx) are `application/problem+json`, as
 ///   [`crate::Problem`] sends them.
 /// - An operation with a JSON body may answer 400 (not JSON), 413 (too
-///   large) and 415 (not declared as JSON): `ApiJson` does, before the
-///   handler runs.
+///   large), 415 (not declared as JSON) and 422 (JSON of the wrong shape):
+///   `ApiJson` does, before the handler runs.
 /// - An operation that takes a bearer token, even optionally, answers 401
 ///   to a token that is expired, forged or revoked.
 pub fn apply_conventions(doc: &mut Value) {
@@ -99,6 +99,11 @@ pub fn apply_conventions(doc: &mut Value) {
             ensure_response(op, "400", "The body is not valid JSON");
             ensure_response(op, "413", "The body is too large");
             ensure_response(op, "415", "The body is not declared as application/json");
+            ensure_response(
+                op,
+                "422",
+                "The body is not valid: each field in error is named",
+            );
         }
         let takes_token = op
             .get("security")
@@ -167,7 +172,7 @@ mod tests {
         let post = doc["paths"]["/things"]["post"]["responses"]
             .as_object()
             .unwrap();
-        for status in ["400", "401", "413", "415"] {
+        for status in ["400", "401", "413", "415", "422"] {
             assert!(
                 post[status]["content"][PROBLEM].is_object(),
                 "POST /things: {status}"

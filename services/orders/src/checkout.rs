@@ -24,6 +24,13 @@ use crate::storage::orders::{self, InsertOutcome, OrderLine, OrderRecord};
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
     pub shipping_address: ShippingAddress,
+    /// The payment provider's token for the customer's payment method
+    /// (never card data), e.g. `pm_card_visa`.
+    #[schema(
+        pattern = "^pm_[A-Za-z0-9_]+$",
+        max_length = 255,
+        example = "pm_card_visa"
+    )]
     pub payment_method: String,
 }
 

@@ -151,6 +151,7 @@ impl IntoResponse for CartResponse {
 pub struct AddItemRequest {
     product_id: Uuid,
     /// 1 to 99; added to what the cart already holds.
+    #[schema(minimum = 1, maximum = 99)]
     quantity: i64,
 }
 
@@ -158,6 +159,7 @@ pub struct AddItemRequest {
 #[serde(deny_unknown_fields)]
 pub struct SetQuantityRequest {
     /// 1 to 99.
+    #[schema(minimum = 1, maximum = 99)]
     quantity: i64,
 }
 

@@ -10,13 +10,22 @@ use super::slug::Slug;
 #[serde(deny_unknown_fields)]
 pub struct NewCategory {
     /// 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// Unique; lower-case words joined by dashes.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^\\s*[a-z0-9]+(-[a-z0-9]+)*\\s*$",
+        example = "kitchen-tools"
+    )]
     pub slug: String,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: String,
     /// The parent category; absent or null for a top-level one.
     #[serde(default)]
+    #[schema(format = Uuid)]
     pub parent_id: Option<String>,
 }
 

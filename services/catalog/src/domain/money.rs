@@ -42,9 +42,11 @@ impl Currency {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Money {
-    /// Minor units (cents for USD, yen for JPY).
+    /// Minor units (cents for USD, yen for JPY); a price is positive.
+    #[schema(minimum = 1)]
     pub amount: i64,
     /// ISO 4217 code.
+    #[schema(pattern = "^[A-Z]{3}$", example = "USD")]
     pub currency: String,
 }
 

@@ -16,19 +16,30 @@ pub const MAX_IMAGES: usize = 20;
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
     /// Unique stock-keeping unit: upper-case letters, digits, dashes.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^\\s*[A-Z0-9-]+\\s*$",
+        example = "HOM-PN-400"
+    )]
     pub sku: String,
     /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 10000)]
     pub description: String,
     /// A positive amount of a known ISO 4217 currency.
     pub price: Money,
-    /// Units on hand, zero or more.
+    /// Units on hand, 0 to 1,000,000,000.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub stock: i64,
     /// The category the product is listed under.
+    #[schema(format = Uuid)]
     pub category_id: String,
-    /// Images in display order.
+    /// Images in display order, at most 20.
     #[serde(default)]
+    #[schema(max_items = 20)]
     pub images: Vec<Image>,
     /// Listed and purchasable (default true).
     #[serde(default = "listed")]

@@ -7,11 +7,14 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct NewReview {
     /// 1 (poor) to 5 (excellent).
+    #[schema(minimum = 1, maximum = 5)]
     pub rating: i64,
     /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub title: String,
     /// At most 5000 characters.
     #[serde(default)]
+    #[schema(max_length = 5000)]
     pub body: String,
 }
 

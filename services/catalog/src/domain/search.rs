@@ -56,11 +56,14 @@ pub struct ListParams {
     /// Only products with stock on hand.
     pub in_stock: Option<bool>,
     /// Lowest average rating, 0 to 5.
+    #[param(minimum = 0, maximum = 5)]
     pub min_rating: Option<f64>,
     pub sort: Option<Sort>,
     /// Page number from 1 (ignored with `cursor`).
+    #[param(minimum = 1)]
     pub page: Option<u32>,
     /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub page_size: Option<u32>,
     /// `next_cursor` of the previous page (not with `sort=relevance`).
     pub cursor: Option<String>,

@@ -49,8 +49,10 @@ impl From<ReviewRecord> for ReviewView {
 #[into_params(parameter_in = Query)]
 pub struct ReviewListParams {
     /// Page number from 1.
+    #[param(minimum = 1)]
     page: Option<u32>,
     /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<u32>,
 }
 

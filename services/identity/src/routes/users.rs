@@ -59,6 +59,8 @@ async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserVi
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     current_password: String,
+    /// 10 to 256 characters.
+    #[schema(min_length = 10, max_length = 256)]
     new_password: String,
 }
 
@@ -79,6 +81,7 @@ async fn change_password(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
     cursor: Option<Uuid>,

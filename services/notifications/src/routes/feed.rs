@@ -59,6 +59,7 @@ pub struct NotificationPage {
 #[serde(deny_unknown_fields)]
 pub struct FeedQuery {
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
     cursor: Option<Uuid>,

@@ -5,15 +5,26 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShippingAddress {
+    /// Not blank; at most 100 characters once trimmed.
+    #[schema(min_length = 1)]
     pub name: String,
+    /// Not blank; at most 200 characters once trimmed.
+    #[schema(min_length = 1)]
     pub line1: String,
+    /// At most 200 characters; blank is the same as absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line2: Option<String>,
+    /// Not blank; at most 100 characters once trimmed.
+    #[schema(min_length = 1)]
     pub city: String,
+    /// At most 100 characters; blank is the same as absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// Not blank; at most 20 characters once trimmed.
+    #[schema(min_length = 1)]
     pub postal_code: String,
-    /// ISO 3166-1 alpha-2, e.g. `US`.
+    /// ISO 3166-1 alpha-2, e.g. `US` (taken in any case, kept in capitals).
+    #[schema(pattern = "^\\s*[A-Za-z]{2}\\s*$", example = "US")]
     pub country: String,
 }
 

@@ -94,7 +94,8 @@ fn bearer(headers: &HeaderMap) -> &str {
 
 /// Place an order from the caller's cart.
 #[utoipa::path(post, path = "/api/v1/orders", tag = "orders", security(("bearer" = [])), request_body = PlaceOrder,
-    params(("Idempotency-Key" = String, Header, description = "Makes retries safe: the same key and body return the same order")),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+        description = "Makes retries safe: the same key and body return the same order")),
     responses((status = 201, body = OrderView), (status = 200, body = OrderView, description = "A retry of an earlier request"),
         (status = 400, body = ProblemBody), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)))]
 #[tracing::instrument(skip_all, err(level = "info", Display))]
@@ -126,6 +127,7 @@ async fn place(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
     cursor: Option<Uuid>,
@@ -217,6 +219,7 @@ pub struct ReadQuery {
     /// until it is settled (confirmed or later, or cancelled), for at most
     /// this many seconds (0 to 10; default 0: answer at once). A checkout
     /// page asks once instead of polling.
+    #[param(minimum = 0, maximum = 10)]
     wait: Option<u64>,
 }
 
@@ -298,12 +301,13 @@ async fn cancel(
 #[serde(deny_unknown_fields)]
 pub struct StatusChange {
     /// `processing`, `shipped` or `delivered`.
+    #[schema(value_type = String, pattern = "^(processing|shipped|delivered)$", example = "shipped")]
     status: OrderStatus,
 }
 
 /// Move an order along fulfilment (admin).
 #[utoipa::path(post, path = "/api/v1/orders/{id}/status", tag = "orders", security(("bearer" = [])), request_body = StatusChange,
-    responses((status = 200, body = OrderView), (status = 403, body = ProblemBody), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)))]
+    responses((status = 200, body = OrderView), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)))]
 #[tracing::instrument(skip_all, err(level = "info", Display))]
 async fn set_status(
     State(state): State<AppState>,

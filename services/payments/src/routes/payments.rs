@@ -57,6 +57,7 @@ pub struct ListQuery {
     /// Only the payment of this order.
     order_id: Option<Uuid>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
     cursor: Option<Uuid>,
