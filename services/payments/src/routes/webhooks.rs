@@ -27,7 +27,8 @@ pub struct WebhookReceipt {
 /// refused and changes nothing; an event delivered again is acknowledged
 /// and changes nothing.
 #[utoipa::path(post, path = "/api/v1/payments/webhooks/{provider}", tag = "webhooks",
-    params(("provider" = String, Path, description = "`sandbox` or `stripe`: the provider this deployment uses")),
+    params(("provider" = String, Path, description = "`sandbox` or `stripe`: the provider this deployment uses"),
+        ("Stripe-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"{t}.{body}\">`; checked within 300 s")),
     request_body(content = String, content_type = "application/json", description = "The provider's event, exactly as signed"),
     responses((status = 200, body = WebhookReceipt), (status = 400, body = ProblemBody), (status = 404, body = ProblemBody),
         (status = 503, body = ProblemBody, description = "Not applied now; the provider retries")))]
