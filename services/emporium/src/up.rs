@@ -42,6 +42,8 @@ pub struct UpArgs {
     /// webhook) never arrived, say because the shop stopped, is asked about.
     #[arg(long, env = "EMPORIUM_PAYMENTS_RECHECK_AFTER_SECS", default_value = "120", value_parser = payments::config::parse_positive_secs)]
     payments_recheck_after: Duration,
+    #[command(flatten)]
+    rate_limits: gateway::config::RateLimitArgs,
 }
 
 const ADMIN_EMAIL: &str = "admin@emporium.local";
@@ -228,14 +230,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             upstreams,
             jwt_issuer: "emporium-identity".into(),
             jwt_audience: "emporium".into(),
-            rate: gateway::rate_limit::Allowance {
-                per_second: 50.0,
-                burst: 100,
-            },
-            login_rate: gateway::rate_limit::Allowance {
-                per_second: 10.0 / 60.0,
-                burst: 5,
-            },
+            rate: args.rate_limits.allowances().0,
+            login_rate: args.rate_limits.allowances().1,
             shared_rate_limits: true,
             upstream_timeout: Duration::from_secs(15),
             cors_allowed_origins: vec![],

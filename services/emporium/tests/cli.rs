@@ -369,6 +369,60 @@ fn bad_configuration_names_the_variable() {
         ],
     );
     assert!(err.contains("EMPORIUM_LISTEN"), "{err}");
+
+    // A rate of zero, below zero or infinite is refused, not bent into
+    // "one request every few hours" or "one a second".
+    for (variable, value) in [
+        ("EMPORIUM_RATE_LIMIT_PER_SECOND", "0"),
+        ("EMPORIUM_RATE_LIMIT_PER_SECOND", "inf"),
+        ("EMPORIUM_LOGIN_RATE_LIMIT_PER_MINUTE", "-3"),
+        ("EMPORIUM_RATE_LIMIT_BURST", "0"),
+        ("EMPORIUM_LOGIN_RATE_LIMIT_BURST", "lots"),
+    ] {
+        let err = serve_fails_with(
+            &["serve", "gateway"],
+            &[
+                ("EMPORIUM_UPSTREAMS", "identity=http://127.0.0.1:1"),
+                (variable, value),
+            ],
+        );
+        assert!(
+            err.contains(variable) && err.contains(&format!("`{value}`")),
+            "{variable}={value}: {err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(BIN)
+            .args(["up", "--port", &free_port().to_string(), "--data-dir"])
+            .arg(dir.path())
+            .env(variable, value)
+            .output()
+            .expect("run emporium up");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "up with {variable}={value}");
+        assert!(err.contains(variable), "up with {variable}={value}: {err}");
+    }
+}
+
+/// `up` limits clients as its environment says, like `serve gateway`.
+#[tokio::test]
+async fn up_takes_its_rate_limits_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_running, _) = up_with(
+        dir.path(),
+        port,
+        &[
+            ("EMPORIUM_RATE_LIMIT_PER_SECOND", "0.01"),
+            ("EMPORIUM_RATE_LIMIT_BURST", "3"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/v1/products?page_size=1");
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(http.get(&url).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
 }
 
 #[test]

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use kit::config::{CacheUrl, HttpArgs, TokenArgs, parse_cache_url};
 
+use crate::rate_limit::Allowance;
 use crate::routes::{DEFAULT_ROUTES, RouteTable};
 
 fn parse_upstreams(s: &str) -> Result<BTreeMap<String, url::Url>, String> {
@@ -44,38 +45,8 @@ pub struct GatewayConfig {
     /// `false`: each replica counts on its own (cheaper: no Redis call per request).
     #[arg(long, env = "EMPORIUM_RATE_LIMIT_SHARED", value_name = "EMPORIUM_RATE_LIMIT_SHARED", default_value_t = true, action = clap::ArgAction::Set)]
     pub rate_limit_shared: bool,
-    /// Sustained requests per second allowed per client.
-    #[arg(
-        long,
-        env = "EMPORIUM_RATE_LIMIT_PER_SECOND",
-        value_name = "EMPORIUM_RATE_LIMIT_PER_SECOND",
-        default_value_t = 50.0
-    )]
-    pub rate_limit_per_second: f64,
-    /// Requests a client may make at once.
-    #[arg(
-        long,
-        env = "EMPORIUM_RATE_LIMIT_BURST",
-        value_name = "EMPORIUM_RATE_LIMIT_BURST",
-        default_value_t = 100
-    )]
-    pub rate_limit_burst: u32,
-    /// Sign-in attempts per minute allowed per client.
-    #[arg(
-        long,
-        env = "EMPORIUM_LOGIN_RATE_LIMIT_PER_MINUTE",
-        value_name = "EMPORIUM_LOGIN_RATE_LIMIT_PER_MINUTE",
-        default_value_t = 10.0
-    )]
-    pub login_rate_limit_per_minute: f64,
-    /// Sign-in attempts a client may make at once.
-    #[arg(
-        long,
-        env = "EMPORIUM_LOGIN_RATE_LIMIT_BURST",
-        value_name = "EMPORIUM_LOGIN_RATE_LIMIT_BURST",
-        default_value_t = 5
-    )]
-    pub login_rate_limit_burst: u32,
+    #[command(flatten)]
+    pub rate_limits: RateLimitArgs,
     /// Longest wait for an upstream's response headers, in seconds.
     #[arg(long, env = "EMPORIUM_UPSTREAM_TIMEOUT_SECS", value_name = "EMPORIUM_UPSTREAM_TIMEOUT_SECS", default_value = "15", value_parser = kit::config::parse_duration_secs)]
     pub upstream_timeout: Duration,
@@ -99,4 +70,102 @@ pub struct GatewayConfig {
     /// Take the client address from an incoming X-Forwarded-For (behind a trusted load balancer).
     #[arg(long, env = "EMPORIUM_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
+}
+
+/// How much each client may ask, shared by `emporium serve gateway` and
+/// `emporium up`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RateLimitArgs {
+    /// Sustained requests per second allowed per client.
+    #[arg(
+        long,
+        env = "EMPORIUM_RATE_LIMIT_PER_SECOND",
+        value_name = "EMPORIUM_RATE_LIMIT_PER_SECOND",
+        default_value = "50",
+        value_parser = parse_rate
+    )]
+    pub rate_limit_per_second: f64,
+    /// Requests a client may make at once.
+    #[arg(
+        long,
+        env = "EMPORIUM_RATE_LIMIT_BURST",
+        value_name = "EMPORIUM_RATE_LIMIT_BURST",
+        default_value = "100",
+        value_parser = parse_burst
+    )]
+    pub rate_limit_burst: u32,
+    /// Sign-in attempts per minute allowed per client.
+    #[arg(
+        long,
+        env = "EMPORIUM_LOGIN_RATE_LIMIT_PER_MINUTE",
+        value_name = "EMPORIUM_LOGIN_RATE_LIMIT_PER_MINUTE",
+        default_value = "10",
+        value_parser = parse_rate
+    )]
+    pub login_rate_limit_per_minute: f64,
+    /// Sign-in attempts a client may make at once.
+    #[arg(
+        long,
+        env = "EMPORIUM_LOGIN_RATE_LIMIT_BURST",
+        value_name = "EMPORIUM_LOGIN_RATE_LIMIT_BURST",
+        default_value = "5",
+        value_parser = parse_burst
+    )]
+    pub login_rate_limit_burst: u32,
+}
+
+impl RateLimitArgs {
+    /// The general allowance and the sign-in one.
+    pub fn allowances(&self) -> (Allowance, Allowance) {
+        (
+            Allowance {
+                per_second: self.rate_limit_per_second,
+                burst: self.rate_limit_burst,
+            },
+            Allowance {
+                per_second: self.login_rate_limit_per_minute / 60.0,
+                burst: self.login_rate_limit_burst,
+            },
+        )
+    }
+}
+
+/// A rate: a finite number above zero. Zero, a negative or `inf` would
+/// otherwise be bent silently into "one request every few hours" or "one a
+/// second".
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a rate: give a number above 0 (fractions allowed)"
+        )),
+    }
+}
+
+/// A burst: a whole number of requests, at least 1.
+pub fn parse_burst(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a burst: give a whole number of at least 1"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_finite_and_above_zero() {
+        assert_eq!(parse_rate("50"), Ok(50.0));
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        for bad in ["0", "-5", "inf", "NaN", "fast", ""] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_burst("1"), Ok(1));
+        for bad in ["0", "-1", "1.5", "many"] {
+            assert!(parse_burst(bad).is_err(), "{bad}");
+        }
+    }
 }

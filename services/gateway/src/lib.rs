@@ -58,14 +58,8 @@ impl Settings {
             jwks_url: c.tokens.jwks_url.clone(),
             jwt_issuer: c.tokens.jwt_issuer.clone(),
             jwt_audience: c.tokens.jwt_audience.clone(),
-            rate: Allowance {
-                per_second: c.rate_limit_per_second,
-                burst: c.rate_limit_burst,
-            },
-            login_rate: Allowance {
-                per_second: c.login_rate_limit_per_minute / 60.0,
-                burst: c.login_rate_limit_burst,
-            },
+            rate: c.rate_limits.allowances().0,
+            login_rate: c.rate_limits.allowances().1,
             shared_rate_limits: c.rate_limit_shared,
             upstream_timeout: c.upstream_timeout,
             cors_allowed_origins: c.cors_allowed_origins.clone(),
