@@ -27,23 +27,40 @@ enum Command {
 #[derive(Parser)]
 struct RunArgs {
     /// Where /healthz, /readyz and /metrics answer.
-    #[arg(long, env = "EMPORIUM_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "EMPORIUM_OPERATOR_LISTEN",
+        value_name = "EMPORIUM_OPERATOR_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
     listen: SocketAddr,
     /// The namespace of the leader-election Lease (the operator's own).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        value_name = "POD_NAMESPACE",
+        default_value = "default"
+    )]
     lease_namespace: String,
     /// The Lease's name.
     #[arg(
         long,
         env = "EMPORIUM_OPERATOR_LEASE",
+        value_name = "EMPORIUM_OPERATOR_LEASE",
         default_value = "emporium-operator"
     )]
     lease_name: String,
     /// This replica's identity in the Lease (the pod's name).
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, env = "POD_NAME", value_name = "POD_NAME")]
     identity: Option<String>,
     /// Objects of one kind reconciled at once.
-    #[arg(long, env = "EMPORIUM_OPERATOR_CONCURRENCY", default_value_t = 16)]
+    #[arg(
+        long,
+        env = "EMPORIUM_OPERATOR_CONCURRENCY",
+        value_name = "EMPORIUM_OPERATOR_CONCURRENCY",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
     concurrency: u16,
     /// Log as JSON (as in a cluster) instead of text.
     #[arg(long, env = "EMPORIUM_OPERATOR_LOG_JSON")]

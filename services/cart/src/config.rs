@@ -71,19 +71,24 @@ pub struct CartConfig {
     #[arg(long, env = "EMPORIUM_BUS_URL", value_name = "EMPORIUM_BUS_URL", value_parser = kit::config::parse_bus_url, hide_env_values = true)]
     pub bus_url: kit::config::BusUrl,
     /// Longest wait for the catalogue, in milliseconds.
-    #[arg(long, env = "EMPORIUM_CATALOG_TIMEOUT_MS", default_value = "2000", value_parser = parse_millis)]
+    #[arg(long, env = "EMPORIUM_CATALOG_TIMEOUT_MS", value_name = "EMPORIUM_CATALOG_TIMEOUT_MS", default_value = "2000", value_parser = parse_millis)]
     pub catalog_timeout: Duration,
     /// How long a cart lives after its last change, in seconds (7 days).
-    #[arg(long, env = "EMPORIUM_CART_TTL_SECS", default_value = "604800", value_parser = parse_ttl)]
+    #[arg(long, env = "EMPORIUM_CART_TTL_SECS", value_name = "EMPORIUM_CART_TTL_SECS", default_value = "604800", value_parser = parse_ttl)]
     pub cart_ttl: Duration,
     /// Most different products one cart may hold (1 to 100).
-    #[arg(long, env = "EMPORIUM_CART_MAX_LINES", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=100))]
+    #[arg(long, env = "EMPORIUM_CART_MAX_LINES", value_name = "EMPORIUM_CART_MAX_LINES", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=100))]
     pub cart_max_lines: u16,
     /// Currency of an empty cart's subtotal (ISO 4217).
-    #[arg(long, env = "EMPORIUM_SHOP_CURRENCY", default_value = "USD", value_parser = parse_currency)]
+    #[arg(long, env = "EMPORIUM_SHOP_CURRENCY", value_name = "EMPORIUM_SHOP_CURRENCY", default_value = "USD", value_parser = parse_currency)]
     pub currency: String,
     /// Prefix of the cart keys in Redis (`<prefix>:cart:…`).
-    #[arg(long, env = "EMPORIUM_CART_KEY_PREFIX", default_value = "emporium")]
+    #[arg(
+        long,
+        env = "EMPORIUM_CART_KEY_PREFIX",
+        value_name = "EMPORIUM_CART_KEY_PREFIX",
+        default_value = "emporium"
+    )]
     pub key_prefix: String,
 }
 

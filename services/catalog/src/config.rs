@@ -27,6 +27,7 @@ pub struct CatalogConfig {
     #[arg(
         long = "catalog-cache",
         env = "EMPORIUM_CATALOG_CACHE",
+        value_name = "EMPORIUM_CATALOG_CACHE",
         value_enum,
         default_value = "on"
     )]

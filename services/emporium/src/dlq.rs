@@ -32,7 +32,12 @@ pub struct DlqArgs {
     #[arg(long, env = "EMPORIUM_BUS_URL", value_name = "EMPORIUM_BUS_URL", value_parser = kit::config::parse_bus_url, hide_env_values = true)]
     bus_url: BusUrl,
     /// Name of the topic exchange.
-    #[arg(long, env = "EMPORIUM_EXCHANGE", default_value = "emporium.events")]
+    #[arg(
+        long,
+        env = "EMPORIUM_EXCHANGE",
+        value_name = "EMPORIUM_EXCHANGE",
+        default_value = "emporium.events"
+    )]
     exchange: String,
     #[command(subcommand)]
     action: Action,

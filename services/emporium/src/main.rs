@@ -61,7 +61,12 @@ enum Command {
     /// Embedded mode: retire the signing key and make a new one (old tokens stay valid).
     RotateKey {
         /// Data directory of `emporium up`.
-        #[arg(long, env = "EMPORIUM_DATA_DIR", default_value = ".emporium")]
+        #[arg(
+            long,
+            env = "EMPORIUM_DATA_DIR",
+            value_name = "EMPORIUM_DATA_DIR",
+            default_value = ".emporium"
+        )]
         data_dir: PathBuf,
     },
 }

@@ -23,24 +23,39 @@ use crate::serve::futures_join;
 #[derive(clap::Args)]
 pub struct UpArgs {
     /// Directory for the shop's data (SQLite files, keys, demo credentials).
-    #[arg(long, env = "EMPORIUM_DATA_DIR", default_value = ".emporium")]
+    #[arg(
+        long,
+        env = "EMPORIUM_DATA_DIR",
+        value_name = "EMPORIUM_DATA_DIR",
+        default_value = ".emporium"
+    )]
     data_dir: PathBuf,
     /// Port of the gateway.
-    #[arg(long, env = "EMPORIUM_PORT", default_value_t = 8080)]
+    #[arg(
+        long,
+        env = "EMPORIUM_PORT",
+        value_name = "EMPORIUM_PORT",
+        default_value_t = 8080
+    )]
     port: u16,
     /// Address the gateway listens on.
-    #[arg(long, env = "EMPORIUM_HOST", default_value = "127.0.0.1")]
+    #[arg(
+        long,
+        env = "EMPORIUM_HOST",
+        value_name = "EMPORIUM_HOST",
+        default_value = "127.0.0.1"
+    )]
     host: IpAddr,
     /// Send emails through this SMTP server (e.g. smtp://127.0.0.1:1025?tls=none);
     /// without it notifications are kept for the in-app feed only.
-    #[arg(long, env = "EMPORIUM_SMTP_URL", value_parser = notifications::smtp::parse_smtp_url)]
+    #[arg(long, env = "EMPORIUM_SMTP_URL", value_name = "EMPORIUM_SMTP_URL", value_parser = notifications::smtp::parse_smtp_url)]
     smtp_url: Option<notifications::smtp::SmtpUrl>,
     /// Seconds an order may wait for its payment before it is cancelled.
-    #[arg(long, env = "EMPORIUM_PAYMENT_TIMEOUT_SECS", default_value = "900", value_parser = kit::config::parse_duration_secs)]
+    #[arg(long, env = "EMPORIUM_PAYMENT_TIMEOUT_SECS", value_name = "EMPORIUM_PAYMENT_TIMEOUT_SECS", default_value = "900", value_parser = kit::config::parse_positive_secs)]
     payment_timeout: Duration,
     /// Seconds after which a charge or refund whose outcome (the sandbox's
     /// webhook) never arrived, say because the shop stopped, is asked about.
-    #[arg(long, env = "EMPORIUM_PAYMENTS_RECHECK_AFTER_SECS", default_value = "120", value_parser = payments::config::parse_positive_secs)]
+    #[arg(long, env = "EMPORIUM_PAYMENTS_RECHECK_AFTER_SECS", value_name = "EMPORIUM_PAYMENTS_RECHECK_AFTER_SECS", default_value = "120", value_parser = payments::config::parse_positive_secs)]
     payments_recheck_after: Duration,
     #[command(flatten)]
     rate_limits: gateway::config::RateLimitArgs,

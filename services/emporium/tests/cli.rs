@@ -370,6 +370,30 @@ fn bad_configuration_names_the_variable() {
     );
     assert!(err.contains("EMPORIUM_LISTEN"), "{err}");
 
+    // Zero is no timeout, lifetime or limit: it would fail every request,
+    // expire every token at birth or cancel every order at once.
+    let store = [
+        ("EMPORIUM_DATABASE_URL", "sqlite:///tmp/x.db"),
+        ("EMPORIUM_CACHE_URL", "memory://"),
+        ("EMPORIUM_BUS_URL", "memory://"),
+    ];
+    for (service, variable) in [
+        ("identity", "EMPORIUM_ACCESS_TOKEN_TTL_SECS"),
+        ("identity", "EMPORIUM_LOGIN_MAX_FAILURES"),
+        ("identity", "EMPORIUM_REQUEST_TIMEOUT_SECS"),
+        ("identity", "EMPORIUM_BODY_LIMIT_BYTES"),
+        ("orders", "EMPORIUM_PAYMENT_TIMEOUT_SECS"),
+        ("payments", "EMPORIUM_STRIPE_WEBHOOK_TOLERANCE_SECS"),
+        ("notifications", "EMPORIUM_SMTP_TIMEOUT_SECS"),
+        ("gateway", "EMPORIUM_UPSTREAM_TIMEOUT_SECS"),
+    ] {
+        let mut env = store.to_vec();
+        env.push(("EMPORIUM_UPSTREAMS", "identity=http://127.0.0.1:1"));
+        env.push((variable, "0"));
+        let err = serve_fails_with(&["serve", service], &env);
+        assert!(err.contains(variable), "{service} with {variable}=0: {err}");
+    }
+
     // A rate of zero, below zero or infinite is refused, not bent into
     // "one request every few hours" or "one a second".
     for (variable, value) in [

@@ -48,7 +48,7 @@ pub struct GatewayConfig {
     #[command(flatten)]
     pub rate_limits: RateLimitArgs,
     /// Longest wait for an upstream's response headers, in seconds.
-    #[arg(long, env = "EMPORIUM_UPSTREAM_TIMEOUT_SECS", value_name = "EMPORIUM_UPSTREAM_TIMEOUT_SECS", default_value = "15", value_parser = kit::config::parse_duration_secs)]
+    #[arg(long, env = "EMPORIUM_UPSTREAM_TIMEOUT_SECS", value_name = "EMPORIUM_UPSTREAM_TIMEOUT_SECS", default_value = "15", value_parser = kit::config::parse_positive_secs)]
     pub upstream_timeout: Duration,
     /// Origins allowed by CORS, comma-separated (`*` for any); none by default.
     #[arg(

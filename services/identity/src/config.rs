@@ -38,40 +38,69 @@ pub struct IdentityConfig {
     )]
     pub jwt_signing_key: Option<String>,
     /// PEM files (private or public) of retired keys still published in the JWKS, comma-separated.
-    #[arg(long, env = "EMPORIUM_JWT_PREVIOUS_KEY_FILES", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "EMPORIUM_JWT_PREVIOUS_KEY_FILES",
+        value_name = "EMPORIUM_JWT_PREVIOUS_KEY_FILES",
+        value_delimiter = ','
+    )]
     pub jwt_previous_key_files: Vec<PathBuf>,
     /// `iss` claim of issued tokens.
-    #[arg(long, env = "EMPORIUM_JWT_ISSUER", default_value = "emporium-identity")]
+    #[arg(
+        long,
+        env = "EMPORIUM_JWT_ISSUER",
+        value_name = "EMPORIUM_JWT_ISSUER",
+        default_value = "emporium-identity"
+    )]
     pub jwt_issuer: String,
     /// `aud` claim of issued tokens.
-    #[arg(long, env = "EMPORIUM_JWT_AUDIENCE", default_value = "emporium")]
+    #[arg(
+        long,
+        env = "EMPORIUM_JWT_AUDIENCE",
+        value_name = "EMPORIUM_JWT_AUDIENCE",
+        default_value = "emporium"
+    )]
     pub jwt_audience: String,
     /// Lifetime of access tokens, in seconds.
-    #[arg(long, env = "EMPORIUM_ACCESS_TOKEN_TTL_SECS", default_value = "900", value_parser = kit::config::parse_duration_secs)]
+    #[arg(long, env = "EMPORIUM_ACCESS_TOKEN_TTL_SECS", value_name = "EMPORIUM_ACCESS_TOKEN_TTL_SECS", default_value = "900", value_parser = kit::config::parse_positive_secs)]
     pub access_token_ttl: Duration,
     /// Lifetime of refresh tokens, in seconds.
-    #[arg(long, env = "EMPORIUM_REFRESH_TOKEN_TTL_SECS", default_value = "604800", value_parser = kit::config::parse_duration_secs)]
+    #[arg(long, env = "EMPORIUM_REFRESH_TOKEN_TTL_SECS", value_name = "EMPORIUM_REFRESH_TOKEN_TTL_SECS", default_value = "604800", value_parser = kit::config::parse_positive_secs)]
     pub refresh_token_ttl: Duration,
     /// Failed sign-ins per account allowed within the window.
-    #[arg(long, env = "EMPORIUM_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    #[arg(
+        long,
+        env = "EMPORIUM_LOGIN_MAX_FAILURES",
+        value_name = "EMPORIUM_LOGIN_MAX_FAILURES",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub login_max_failures: u32,
     /// Failed sign-ins per client address allowed within the window.
     #[arg(
         long,
         env = "EMPORIUM_LOGIN_MAX_FAILURES_PER_CLIENT",
-        default_value_t = 20
+        value_name = "EMPORIUM_LOGIN_MAX_FAILURES_PER_CLIENT",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub login_max_failures_per_client: u32,
     /// Length of the sign-in throttling window, in seconds.
-    #[arg(long, env = "EMPORIUM_LOGIN_WINDOW_SECS", default_value = "900", value_parser = kit::config::parse_duration_secs)]
+    #[arg(long, env = "EMPORIUM_LOGIN_WINDOW_SECS", value_name = "EMPORIUM_LOGIN_WINDOW_SECS", default_value = "900", value_parser = kit::config::parse_positive_secs)]
     pub login_window: Duration,
     /// Email of the first admin, created at start-up if missing.
-    #[arg(long, env = "EMPORIUM_ADMIN_EMAIL", requires = "admin_password")]
+    #[arg(
+        long,
+        env = "EMPORIUM_ADMIN_EMAIL",
+        value_name = "EMPORIUM_ADMIN_EMAIL",
+        requires = "admin_password"
+    )]
     pub admin_email: Option<String>,
     /// Password of the first admin (used only when the account is created).
     #[arg(
         long,
         env = "EMPORIUM_ADMIN_PASSWORD",
+        value_name = "EMPORIUM_ADMIN_PASSWORD",
         hide_env_values = true,
         requires = "admin_email"
     )]

@@ -107,6 +107,15 @@ pub fn parse_duration_secs(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`{s}` is not a whole number of seconds"))
 }
 
+/// A timeout, lifetime or window: zero would fail every request, expire
+/// every token at birth or cancel every order at once, so it is refused.
+pub fn parse_positive_secs(s: &str) -> Result<Duration, String> {
+    match parse_duration_secs(s)? {
+        d if d.is_zero() => Err(format!("`{s}` is not allowed: give at least 1 second")),
+        d => Ok(d),
+    }
+}
+
 /// Listening and request-handling settings.
 #[derive(clap::Args, Debug, Clone)]
 pub struct HttpArgs {
@@ -119,10 +128,10 @@ pub struct HttpArgs {
     )]
     pub listen: SocketAddr,
     /// Longest a request may take before it is answered with a problem.
-    #[arg(long, env = "EMPORIUM_REQUEST_TIMEOUT_SECS", value_name = "EMPORIUM_REQUEST_TIMEOUT_SECS", default_value = "30", value_parser = parse_duration_secs)]
+    #[arg(long, env = "EMPORIUM_REQUEST_TIMEOUT_SECS", value_name = "EMPORIUM_REQUEST_TIMEOUT_SECS", default_value = "30", value_parser = parse_positive_secs)]
     pub request_timeout: Duration,
     /// Largest request body accepted, in bytes.
-    #[arg(long, env = "EMPORIUM_BODY_LIMIT_BYTES", value_name = "EMPORIUM_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "EMPORIUM_BODY_LIMIT_BYTES", value_name = "EMPORIUM_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub body_limit_bytes: usize,
 }
 
@@ -148,10 +157,20 @@ pub struct TokenArgs {
     )]
     pub jwks_url: url::Url,
     /// Expected `iss` claim.
-    #[arg(long, env = "EMPORIUM_JWT_ISSUER", default_value = "emporium-identity")]
+    #[arg(
+        long,
+        env = "EMPORIUM_JWT_ISSUER",
+        value_name = "EMPORIUM_JWT_ISSUER",
+        default_value = "emporium-identity"
+    )]
     pub jwt_issuer: String,
     /// Expected `aud` claim.
-    #[arg(long, env = "EMPORIUM_JWT_AUDIENCE", default_value = "emporium")]
+    #[arg(
+        long,
+        env = "EMPORIUM_JWT_AUDIENCE",
+        value_name = "EMPORIUM_JWT_AUDIENCE",
+        default_value = "emporium"
+    )]
     pub jwt_audience: String,
 }
 
@@ -159,7 +178,12 @@ pub struct TokenArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct DataDirArgs {
     /// Directory for local state (keys, SQLite files) when embedded.
-    #[arg(long, env = "EMPORIUM_DATA_DIR", default_value = ".emporium")]
+    #[arg(
+        long,
+        env = "EMPORIUM_DATA_DIR",
+        value_name = "EMPORIUM_DATA_DIR",
+        default_value = ".emporium"
+    )]
     pub data_dir: PathBuf,
 }
 

@@ -18,13 +18,28 @@ pub enum LogFormat {
 #[derive(clap::Args, Debug, Clone)]
 pub struct TelemetryArgs {
     /// Log line format.
-    #[arg(long, env = "EMPORIUM_LOG_FORMAT", value_enum, default_value = "auto")]
+    #[arg(
+        long,
+        env = "EMPORIUM_LOG_FORMAT",
+        value_name = "EMPORIUM_LOG_FORMAT",
+        value_enum,
+        default_value = "auto"
+    )]
     pub log_format: LogFormat,
     /// Log filter in tracing's env-filter syntax (RUST_LOG is honoured too).
-    #[arg(long, env = "EMPORIUM_LOG", default_value = "info")]
+    #[arg(
+        long,
+        env = "EMPORIUM_LOG",
+        value_name = "EMPORIUM_LOG",
+        default_value = "info"
+    )]
     pub log: String,
     /// OTLP/HTTP endpoint to export traces to (for example http://otel-collector:4318).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_name = "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )]
     pub otlp_endpoint: Option<String>,
 }
 

@@ -40,22 +40,27 @@ pub struct NotificationsConfig {
     #[arg(long, env = "EMPORIUM_SMTP_URL", value_name = "EMPORIUM_SMTP_URL", value_parser = parse_smtp_url, hide_env_values = true)]
     pub smtp_url: Option<SmtpUrl>,
     /// Sender of every email.
-    #[arg(long, env = "EMPORIUM_MAIL_FROM", default_value = "Emporium <shop@emporium.local>", value_parser = parse_mailbox)]
+    #[arg(long, env = "EMPORIUM_MAIL_FROM", value_name = "EMPORIUM_MAIL_FROM", default_value = "Emporium <shop@emporium.local>", value_parser = parse_mailbox)]
     pub mail_from: Mailbox,
     /// The shop's name, as emails say it.
-    #[arg(long, env = "EMPORIUM_SHOP_NAME", default_value = "Emporium")]
+    #[arg(
+        long,
+        env = "EMPORIUM_SHOP_NAME",
+        value_name = "EMPORIUM_SHOP_NAME",
+        default_value = "Emporium"
+    )]
     pub shop_name: String,
     /// Longest wait for the SMTP server on one command, in seconds.
-    #[arg(long, env = "EMPORIUM_SMTP_TIMEOUT_SECS", default_value = "30", value_parser = kit::config::parse_duration_secs)]
+    #[arg(long, env = "EMPORIUM_SMTP_TIMEOUT_SECS", value_name = "EMPORIUM_SMTP_TIMEOUT_SECS", default_value = "30", value_parser = kit::config::parse_positive_secs)]
     pub smtp_timeout: Duration,
     /// Delivery attempts per email before it is marked failed.
-    #[arg(long, env = "EMPORIUM_MAIL_MAX_ATTEMPTS", default_value = "8", value_parser = parse_attempts)]
+    #[arg(long, env = "EMPORIUM_MAIL_MAX_ATTEMPTS", value_name = "EMPORIUM_MAIL_MAX_ATTEMPTS", default_value = "8", value_parser = parse_attempts)]
     pub mail_max_attempts: u32,
     /// Wait before the second attempt, in seconds; doubled after each failure.
-    #[arg(long, env = "EMPORIUM_MAIL_RETRY_BACKOFF_SECS", default_value = "30", value_parser = kit::config::parse_duration_secs)]
+    #[arg(long, env = "EMPORIUM_MAIL_RETRY_BACKOFF_SECS", value_name = "EMPORIUM_MAIL_RETRY_BACKOFF_SECS", default_value = "30", value_parser = kit::config::parse_duration_secs)]
     pub mail_retry_backoff: Duration,
     /// Longest wait between two attempts, in seconds.
-    #[arg(long, env = "EMPORIUM_MAIL_RETRY_MAX_BACKOFF_SECS", default_value = "3600", value_parser = kit::config::parse_duration_secs)]
+    #[arg(long, env = "EMPORIUM_MAIL_RETRY_MAX_BACKOFF_SECS", value_name = "EMPORIUM_MAIL_RETRY_MAX_BACKOFF_SECS", default_value = "3600", value_parser = kit::config::parse_duration_secs)]
     pub mail_retry_max_backoff: Duration,
 }
 

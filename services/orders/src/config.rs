@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use kit::config::{
     BusUrl, DatabaseUrl, HttpArgs, TokenArgs, parse_bus_url, parse_database_url,
-    parse_duration_secs,
+    parse_positive_secs,
 };
 
 use crate::Settings;
@@ -38,16 +38,16 @@ pub struct OrdersConfig {
     )]
     pub catalog_url: url::Url,
     /// Flat shipping fee in minor units.
-    #[arg(long, env = "EMPORIUM_SHIPPING_FEE", default_value_t = 499, value_parser = clap::value_parser!(i64).range(0..))]
+    #[arg(long, env = "EMPORIUM_SHIPPING_FEE", value_name = "EMPORIUM_SHIPPING_FEE", default_value_t = 499, value_parser = clap::value_parser!(i64).range(0..))]
     pub shipping_fee: i64,
     /// Subtotal (minor units) from which shipping is free.
-    #[arg(long, env = "EMPORIUM_FREE_SHIPPING_FROM", default_value_t = 5000, value_parser = clap::value_parser!(i64).range(0..))]
+    #[arg(long, env = "EMPORIUM_FREE_SHIPPING_FROM", value_name = "EMPORIUM_FREE_SHIPPING_FROM", default_value_t = 5000, value_parser = clap::value_parser!(i64).range(0..))]
     pub free_shipping_from: i64,
     /// Tax rate in basis points (800 = 8 %).
-    #[arg(long, env = "EMPORIUM_TAX_RATE_BP", default_value_t = 800, value_parser = clap::value_parser!(i64).range(0..=10_000))]
+    #[arg(long, env = "EMPORIUM_TAX_RATE_BP", value_name = "EMPORIUM_TAX_RATE_BP", default_value_t = 800, value_parser = clap::value_parser!(i64).range(0..=10_000))]
     pub tax_rate_bp: i64,
     /// Seconds an order may wait for a successful payment before it is cancelled.
-    #[arg(long, env = "EMPORIUM_PAYMENT_TIMEOUT_SECS", default_value = "900", value_parser = parse_duration_secs)]
+    #[arg(long, env = "EMPORIUM_PAYMENT_TIMEOUT_SECS", value_name = "EMPORIUM_PAYMENT_TIMEOUT_SECS", default_value = "900", value_parser = parse_positive_secs)]
     pub payment_timeout: Duration,
 }
 

@@ -34,12 +34,7 @@ fn parse_probability(s: &str) -> Result<f64, String> {
     }
 }
 
-pub fn parse_positive_secs(s: &str) -> Result<Duration, String> {
-    match kit::config::parse_duration_secs(s)? {
-        d if d.is_zero() => Err("must be at least 1 second".into()),
-        d => Ok(d),
-    }
-}
+pub use kit::config::parse_positive_secs;
 
 fn parse_millis(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
@@ -64,6 +59,7 @@ pub struct PaymentsConfig {
     #[arg(
         long,
         env = "EMPORIUM_PAYMENT_PROVIDER",
+        value_name = "EMPORIUM_PAYMENT_PROVIDER",
         value_enum,
         default_value = "sandbox"
     )]
@@ -93,23 +89,23 @@ pub struct PaymentsConfig {
     )]
     pub stripe_api_base: Url,
     /// Longest a webhook's signature may be older (or newer) than now, in seconds.
-    #[arg(long, env = "EMPORIUM_STRIPE_WEBHOOK_TOLERANCE_SECS", default_value = "300", value_parser = kit::config::parse_duration_secs)]
+    #[arg(long, env = "EMPORIUM_STRIPE_WEBHOOK_TOLERANCE_SECS", value_name = "EMPORIUM_STRIPE_WEBHOOK_TOLERANCE_SECS", default_value = "300", value_parser = parse_positive_secs)]
     pub stripe_webhook_tolerance: Duration,
     /// Longest a call to Stripe may take, in seconds.
-    #[arg(long, env = "EMPORIUM_STRIPE_TIMEOUT_SECS", default_value = "20", value_parser = kit::config::parse_duration_secs)]
+    #[arg(long, env = "EMPORIUM_STRIPE_TIMEOUT_SECS", value_name = "EMPORIUM_STRIPE_TIMEOUT_SECS", default_value = "20", value_parser = parse_positive_secs)]
     pub stripe_timeout: Duration,
     /// URL at which this payments service is reached; the sandbox posts its webhooks to it.
     /// Defaults to the listen address (0.0.0.0 read as 127.0.0.1).
     #[arg(long, env = "EMPORIUM_PUBLIC_URL", value_name = "EMPORIUM_PUBLIC_URL")]
     pub public_url: Option<Url>,
     /// Chance (0 to 1) that the sandbox delivers a webhook event twice, as Stripe sometimes does.
-    #[arg(long, env = "EMPORIUM_SANDBOX_DUPLICATE_WEBHOOK_PROBABILITY", default_value = "0.2", value_parser = parse_probability)]
+    #[arg(long, env = "EMPORIUM_SANDBOX_DUPLICATE_WEBHOOK_PROBABILITY", value_name = "EMPORIUM_SANDBOX_DUPLICATE_WEBHOOK_PROBABILITY", default_value = "0.2", value_parser = parse_probability)]
     pub sandbox_duplicate_webhook_probability: f64,
     /// Ask the provider where a charge or refund stands when its outcome (webhook) has not arrived for this many seconds.
-    #[arg(long, env = "EMPORIUM_PAYMENTS_RECHECK_AFTER_SECS", default_value = "120", value_parser = parse_positive_secs)]
+    #[arg(long, env = "EMPORIUM_PAYMENTS_RECHECK_AFTER_SECS", value_name = "EMPORIUM_PAYMENTS_RECHECK_AFTER_SECS", default_value = "120", value_parser = parse_positive_secs)]
     pub payments_recheck_after: Duration,
     /// How long after a charge or refund the sandbox reports its outcome, in milliseconds.
-    #[arg(long, env = "EMPORIUM_SANDBOX_WEBHOOK_DELAY_MS", default_value = "150", value_parser = parse_millis)]
+    #[arg(long, env = "EMPORIUM_SANDBOX_WEBHOOK_DELAY_MS", value_name = "EMPORIUM_SANDBOX_WEBHOOK_DELAY_MS", default_value = "150", value_parser = parse_millis)]
     pub sandbox_webhook_delay: Duration,
 }
 
