@@ -313,6 +313,10 @@ async fn the_example_store_becomes_ready_with_every_child() {
     let settings: ConfigMap = shop.api().get("demo-settings").await.unwrap();
     let data = settings.data.unwrap();
     assert_eq!(data["EMPORIUM_TAX_RATE_BP"], "2000");
+    assert_eq!(
+        data["EMPORIUM_SHOP_CURRENCY"], "EUR",
+        "the default currency"
+    );
     assert_eq!(data["EMPORIUM_SHIPPING_FEE"], "499");
     assert_eq!(data["EMPORIUM_FREE_SHIPPING_FROM"], "5000");
     for secret in ["database", "cache", "messaging", "jwt", "admin"] {

@@ -273,6 +273,7 @@ pub fn service_deployment_spec(
                 "EMPORIUM_CATALOG_URL",
                 service_url(store, Catalog),
             ));
+            config_maps.push(child_name(store, "settings"));
         }
         Orders => {
             env.push(EnvVar::value("EMPORIUM_CART_URL", service_url(store, Cart)));
@@ -364,7 +365,9 @@ pub fn service_deployment(store: &Store, spec: ServiceDeploymentSpec) -> Result<
 pub fn settings_config_map(store: &Store) -> Result<ConfigMap> {
     let shop = &store.spec.shop;
     let mut data = BTreeMap::from([
-        ("EMPORIUM_CURRENCY".to_owned(), shop.currency.clone()),
+        // The cart prices an empty cart in it; orders take theirs from the
+        // lines.
+        ("EMPORIUM_SHOP_CURRENCY".to_owned(), shop.currency.clone()),
         (
             "EMPORIUM_TAX_RATE_BP".to_owned(),
             shop.tax_rate_basis_points.to_string(),

@@ -637,6 +637,25 @@ mod tests {
             .collect()
     }
 
+    /// Each shop setting reaches a service that reads it, under the name
+    /// it reads.
+    #[test]
+    fn shop_settings_reach_the_services_that_read_them() {
+        let mut store = store("1.0.0");
+        store.spec.shop.currency = "EUR".into();
+        let settings = build::settings_config_map(&store).unwrap();
+        let data = settings.data.unwrap();
+        assert_eq!(data["EMPORIUM_SHOP_CURRENCY"], "EUR");
+        assert!(data.contains_key("EMPORIUM_TAX_RATE_BP"));
+        let loads_settings = |c: Component| {
+            build::service_deployment_spec(&store, c, "img", None)
+                .config_maps
+                .contains(&"demo-settings".to_string())
+        };
+        assert!(loads_settings(Component::Cart), "the cart's currency");
+        assert!(loads_settings(Component::Orders), "tax and shipping");
+    }
+
     fn completed(mut job: Job) -> Job {
         job.status = Some(
             serde_json::from_value(
