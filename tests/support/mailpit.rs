@@ -49,12 +49,34 @@ fn mailpit_binary() -> PathBuf {
 
 impl Mailpit {
     pub async fn start() -> Mailpit {
-        Self::start_with(free_port(), &[]).await
+        Self::start_on(None, &[]).await
     }
 
     /// Start on `smtp_port` (loopback only; no update checks, no outside
     /// lookups), waiting until its API answers.
     pub async fn start_with(smtp_port: u16, extra: &[&str]) -> Mailpit {
+        Self::start_on(Some(smtp_port), extra).await
+    }
+
+    /// Ports come from [`free_port`], which another test may take between
+    /// the check and mailpit's bind; mailpit then exits at once (saying so
+    /// on its stdout), so it is started again on other ports.
+    async fn start_on(smtp_port: Option<u16>, extra: &[&str]) -> Mailpit {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let smtp_port = smtp_port.unwrap_or_else(free_port);
+            match Self::try_start(smtp_port, extra).await {
+                Ok(mailpit) => return mailpit,
+                Err(why) if attempt < ATTEMPTS => {
+                    eprintln!("mailpit attempt {attempt}: {why}; trying other ports")
+                }
+                Err(why) => panic!("mailpit did not start in {ATTEMPTS} attempts: {why}"),
+            }
+        }
+        unreachable!()
+    }
+
+    async fn try_start(smtp_port: u16, extra: &[&str]) -> Result<Mailpit, String> {
         let dir = tempfile::tempdir().expect("mailpit directory");
         let http_port = free_port();
         let child = Command::new(mailpit_binary())
@@ -74,7 +96,8 @@ impl Mailpit {
             ])
             .args(extra)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // With --quiet mailpit logs only errors, and logs them here.
+            .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start mailpit");
@@ -85,21 +108,27 @@ impl Mailpit {
             http: reqwest::Client::new(),
             _dir: dir,
         };
-        let readyz = mailpit.api.join("/readyz").unwrap();
-        let http = mailpit.http.clone();
-        eventually(30, "mailpit to answer", || {
-            let (http, readyz) = (http.clone(), readyz.clone());
-            async move {
-                let ok = http.get(readyz).send().await.ok()?.status().is_success();
-                ok.then_some(())
+        // Its own info endpoint, not just any `/readyz`: a test's service
+        // listening on that port would answer one too.
+        let info = mailpit.api.join("/api/v1/info").unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(status) = mailpit.child.try_wait().unwrap() {
+                return Err(format!("it exited ({status})"));
             }
-        })
-        .await;
-        assert!(
-            mailpit.child.try_wait().unwrap().is_none(),
-            "mailpit exited at start"
-        );
-        mailpit
+            let answer = mailpit.http.get(info.clone()).send().await;
+            if let Ok(res) = answer
+                && res.status().is_success()
+                && let Ok(body) = res.json::<Value>().await
+                && body.get("Version").is_some()
+            {
+                return Ok(mailpit);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("no answer from {info} within 30 s"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     pub fn smtp_url(&self) -> notifications::smtp::SmtpUrl {
