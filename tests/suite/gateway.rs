@@ -340,19 +340,23 @@ async fn cors_preflight_from_an_allowed_origin() {
     assert!(res.headers().get("access-control-allow-origin").is_none());
 }
 
-#[tokio::test]
-async fn serves_merged_api_docs_and_metrics() {
-    let b = Backends::new();
-    let shop = Shop::start(&b, ShopOptions::default()).await;
-    let doc: Value = shop
-        .http
+/// The shop's merged OpenAPI document, as the gateway serves it.
+async fn merged_docs(shop: &Shop) -> Value {
+    shop.http
         .get(shop.url("/api/openapi.json"))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serves_merged_api_docs_and_metrics() {
+    let b = Backends::new();
+    let shop = Shop::start(&b, ShopOptions::default()).await;
+    let doc = merged_docs(&shop).await;
     assert!(doc["paths"]["/api/v1/auth/login"].is_object());
     assert!(doc["components"]["schemas"]["ProblemBody"].is_object());
     let page = shop.http.get(shop.url("/api/docs/")).send().await.unwrap();
@@ -383,15 +387,7 @@ async fn serves_merged_api_docs_and_metrics() {
 async fn the_merged_docs_list_the_statuses_the_shop_answers() {
     let b = Backends::new();
     let shop = Shop::start(&b, ShopOptions::full()).await;
-    let doc: Value = shop
-        .http
-        .get(shop.url("/api/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = merged_docs(&shop).await;
     for path in [
         "/api/v1/auth/login",
         "/api/v1/products",

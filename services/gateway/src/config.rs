@@ -115,18 +115,20 @@ pub struct RateLimitArgs {
 }
 
 impl RateLimitArgs {
-    /// The general allowance and the sign-in one.
-    pub fn allowances(&self) -> (Allowance, Allowance) {
-        (
-            Allowance {
-                per_second: self.rate_limit_per_second,
-                burst: self.rate_limit_burst,
-            },
-            Allowance {
-                per_second: self.login_rate_limit_per_minute / 60.0,
-                burst: self.login_rate_limit_burst,
-            },
-        )
+    /// What every client may ask of the shop.
+    pub fn general(&self) -> Allowance {
+        Allowance {
+            per_second: self.rate_limit_per_second,
+            burst: self.rate_limit_burst,
+        }
+    }
+
+    /// The stricter allowance for sign-in.
+    pub fn sign_in(&self) -> Allowance {
+        Allowance {
+            per_second: self.login_rate_limit_per_minute / 60.0,
+            burst: self.login_rate_limit_burst,
+        }
     }
 }
 
