@@ -62,6 +62,17 @@ struct RunArgs {
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     concurrency: u16,
+    /// Namespaces whose Stores are reconciled, comma-separated; every
+    /// namespace when empty. With a list, RoleBindings in those namespaces
+    /// are all the rights the operator needs there.
+    #[arg(
+        long,
+        env = "EMPORIUM_WATCH_NAMESPACES",
+        value_name = "EMPORIUM_WATCH_NAMESPACES",
+        default_value = "",
+        value_parser = operator::run::Watched::parse
+    )]
+    watch_namespaces: operator::run::Watched,
     /// Log as JSON (as in a cluster) instead of text.
     #[arg(long, env = "EMPORIUM_OPERATOR_LOG_JSON")]
     log_json: bool,
@@ -103,5 +114,6 @@ fn main() -> anyhow::Result<()> {
         lease_name: args.lease_name,
         identity,
         concurrency: args.concurrency,
+        watched: args.watch_namespaces,
     }))
 }

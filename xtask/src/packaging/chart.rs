@@ -19,6 +19,9 @@ use crate::cmd::{self, step};
 /// `emporium-system`).
 pub const RELEASE: &str = "packaging-check";
 pub const NAMESPACE: &str = "emporium-packaging";
+/// The namespaces ci/full-values.yaml has the operator watch (the cluster
+/// checks create them: RoleBindings go into them).
+pub const FULL_VALUES_WATCHED: [&str; 2] = ["emporium-shop-eu", "emporium-shop-us"];
 
 /// The chart rendered with each set of values.
 pub struct Rendered {
@@ -96,6 +99,25 @@ pub fn check(root: &Path, helm: &Path) -> Result<Rendered> {
         if !has(full, kind) {
             bail!("the chart with ci/full-values.yaml renders no {kind}");
         }
+    }
+    // Cluster-wide by default; with watchNamespaces, a RoleBinding in each
+    // of them (beside the leader election's) instead of the ClusterRoleBinding.
+    let count = |yaml: &str, kind: &str| kinds(yaml).iter().filter(|k| *k == kind).count();
+    if default.contains("EMPORIUM_WATCH_NAMESPACES") {
+        bail!("the chart with default values limits the operator to some namespaces");
+    }
+    let watched = FULL_VALUES_WATCHED.join(",");
+    if has(full, "ClusterRoleBinding")
+        || count(full, "RoleBinding") != 1 + FULL_VALUES_WATCHED.len()
+        || !full.contains(&format!("value: \"{watched}\""))
+        || FULL_VALUES_WATCHED
+            .iter()
+            .any(|ns| !full.contains(&format!("namespace: {ns}\n")))
+    {
+        bail!(
+            "with ci/full-values.yaml the chart should bind the operator's ClusterRole in {watched} \
+             only (a RoleBinding each, no ClusterRoleBinding) and pass EMPORIUM_WATCH_NAMESPACES={watched}"
+        );
     }
     if !default.contains("- --log-json") {
         bail!("the default values should log JSON (`--log-json`)");

@@ -10,7 +10,10 @@
 //! 4. the chart's ServiceAccount may do what the operator needs and not
 //!    more (`kubectl auth can-i`), and the operator binary, run out of
 //!    cluster with a token of that ServiceAccount, reconciles the example
-//!    Store to Ready without a single forbidden request.
+//!    Store to Ready without a single forbidden request;
+//! 5. the same once `helm upgrade` limits the release to one namespace
+//!    (`watchNamespaces`): rights there and nowhere else, the Store there
+//!    Ready, and a Store in another namespace left alone.
 
 use std::fs;
 use std::io::Write as _;
@@ -23,7 +26,7 @@ use anyhow::{Context, Result, bail};
 use super::CHART;
 // The release the install check makes, in its own namespace: its name keeps
 // its cluster-wide objects (ClusterRoles) apart from anyone else's.
-use super::chart::{NAMESPACE as RELEASE_NAMESPACE, RELEASE, Rendered};
+use super::chart::{FULL_VALUES_WATCHED, NAMESPACE as RELEASE_NAMESPACE, RELEASE, Rendered};
 use crate::cmd::{self, step};
 
 /// CRDs beyond Emporium's own that the manifests and the chart use.
@@ -37,6 +40,9 @@ pub struct ExtraCrds {
 const FULLNAME: &str = "packaging-check-emporium-operator";
 /// Where the out-of-cluster operator reconciles the example shop.
 const SHOP_NAMESPACE: &str = "emporium-packaging-shop";
+/// The namespace a namespace-scoped release watches, and one it does not.
+const WATCHED_NAMESPACE: &str = "emporium-packaging-watched";
+const UNWATCHED_NAMESPACE: &str = "emporium-packaging-unwatched";
 /// How long the example Store may take to become Ready (two cores, kwok).
 const STORE_READY: Duration = Duration::from_secs(300);
 
@@ -68,7 +74,10 @@ pub fn check(root: &Path, helm: &Path, crds: &ExtraCrds, rendered: &Rendered) ->
         "crd/servicemonitors.monitoring.coreos.com",
     ]))?;
     // Namespaces the manifests name (a dry run cannot create them first).
-    for namespace in ["argocd", "emporium-system", RELEASE_NAMESPACE] {
+    for namespace in ["argocd", "emporium-system", RELEASE_NAMESPACE]
+        .into_iter()
+        .chain(FULL_VALUES_WATCHED)
+    {
         ensure_namespace(&kubectl, namespace)?;
     }
 
@@ -95,10 +104,10 @@ pub fn check(root: &Path, helm: &Path, crds: &ExtraCrds, rendered: &Rendered) ->
         ),
     );
 
-    // 4. RBAC.
+    // 4. RBAC, cluster-wide.
     rbac_is_least_privilege(&kubectl)?;
     let started = Instant::now();
-    reconcile_as_service_account(root, &kubeconfig, &kubectl)?;
+    reconcile_as_service_account(root, &kubeconfig, &kubectl, SHOP_NAMESPACE, None)?;
     step(
         "packaging",
         format!(
@@ -106,8 +115,58 @@ pub fn check(root: &Path, helm: &Path, crds: &ExtraCrds, rendered: &Rendered) ->
             started.elapsed().as_secs_f64()
         ),
     );
+
+    // 5. RBAC and reconciling, one namespace only.
+    for namespace in [WATCHED_NAMESPACE, UNWATCHED_NAMESPACE] {
+        fresh_namespace(&kubectl, namespace)?;
+    }
+    cmd::run(
+        helm_command(helm, &kubeconfig)
+            .args(["upgrade", RELEASE])
+            .arg(root.join(CHART))
+            .args([
+                "--namespace",
+                RELEASE_NAMESPACE,
+                "--reuse-values",
+                "--set",
+                &format!("watchNamespaces={{{WATCHED_NAMESPACE}}}"),
+                "--wait",
+                "--timeout",
+                "3m",
+            ]),
+    )?;
+    rbac_is_namespaced(&kubectl)?;
+    let started = Instant::now();
+    reconcile_as_service_account(
+        root,
+        &kubeconfig,
+        &kubectl,
+        WATCHED_NAMESPACE,
+        Some(UNWATCHED_NAMESPACE),
+    )?;
+    step(
+        "packaging",
+        format!(
+            "with watchNamespaces={WATCHED_NAMESPACE}, the operator made the Store there Ready and left the one in {UNWATCHED_NAMESPACE} alone ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        ),
+    );
     cleanup(helm, &kubeconfig, &kubectl);
     Ok(())
+}
+
+/// `name`, empty: deleted first if an earlier run left it.
+fn fresh_namespace(kubectl: &impl Fn(&[&str]) -> Command, name: &str) -> Result<()> {
+    if cmd::succeeds(&mut kubectl(&["get", "namespace", name])) {
+        cmd::run(&mut kubectl(&[
+            "delete",
+            "namespace",
+            name,
+            "--wait=true",
+            "--timeout=120s",
+        ]))?;
+    }
+    cmd::run(&mut kubectl(&["create", "namespace", name]))
 }
 
 fn ensure_namespace(kubectl: &impl Fn(&[&str]) -> Command, name: &str) -> Result<()> {
@@ -316,7 +375,6 @@ fn install_chart(
 
 /// What the chart's ServiceAccount may and may not do.
 fn rbac_is_least_privilege(kubectl: &impl Fn(&[&str]) -> Command) -> Result<()> {
-    let service_account = format!("system:serviceaccount:{RELEASE_NAMESPACE}:{FULLNAME}");
     let allowed: &[&[&str]] = &[
         &["watch", "stores.emporium.dev", "-A"],
         &["patch", "stores.emporium.dev", "--subresource=status", "-A"],
@@ -344,6 +402,61 @@ fn rbac_is_least_privilege(kubectl: &impl Fn(&[&str]) -> Command) -> Result<()> 
         &["update", "leases.coordination.k8s.io", "-n", "default"],
         &["create", "customresourcedefinitions.apiextensions.k8s.io"],
     ];
+    can_i(kubectl, allowed, denied)
+}
+
+/// With `watchNamespaces`, the same rights in the watched namespace and
+/// none to the shops' objects anywhere else.
+fn rbac_is_namespaced(kubectl: &impl Fn(&[&str]) -> Command) -> Result<()> {
+    let w = WATCHED_NAMESPACE;
+    let u = UNWATCHED_NAMESPACE;
+    let allowed: &[&[&str]] = &[
+        &["watch", "stores.emporium.dev", "-n", w],
+        &[
+            "patch",
+            "stores.emporium.dev",
+            "--subresource=status",
+            "-n",
+            w,
+        ],
+        &["patch", "deployments.apps", "-n", w],
+        &["create", "secrets", "-n", w],
+        &["watch", "secrets", "-n", w],
+        &["create", "events.events.k8s.io", "-n", w],
+        &[
+            "update",
+            "leases.coordination.k8s.io",
+            "-n",
+            RELEASE_NAMESPACE,
+        ],
+    ];
+    let denied: &[&[&str]] = &[
+        &["watch", "stores.emporium.dev", "-A"],
+        &["watch", "stores.emporium.dev", "-n", u],
+        &[
+            "patch",
+            "stores.emporium.dev",
+            "--subresource=status",
+            "-n",
+            u,
+        ],
+        &["patch", "deployments.apps", "-n", u],
+        &["create", "secrets", "-n", u],
+        &["watch", "secrets", "-A"],
+        &["update", "secrets", "-n", w],
+        &["delete", "stores.emporium.dev", "-n", w],
+    ];
+    can_i(kubectl, allowed, denied)
+}
+
+/// `kubectl auth can-i` as the chart's ServiceAccount: yes to each of
+/// `allowed`, no to each of `denied`.
+fn can_i(
+    kubectl: &impl Fn(&[&str]) -> Command,
+    allowed: &[&[&str]],
+    denied: &[&[&str]],
+) -> Result<()> {
+    let service_account = format!("system:serviceaccount:{RELEASE_NAMESPACE}:{FULLNAME}");
     let mut wrong = Vec::new();
     for (expected, cases) in [(true, allowed), (false, denied)] {
         for case in cases {
@@ -381,12 +494,16 @@ fn rbac_is_least_privilege(kubectl: &impl Fn(&[&str]) -> Command) -> Result<()> 
 
 /// The operator, out of cluster, authenticated with a token of the chart's
 /// ServiceAccount (a TokenRequest), holding the chart's Lease: the example
-/// payment provider and Store must become Ready, and the operator's log must
-/// show no forbidden request.
+/// payment provider and Store in `shop` must become Ready, and the
+/// operator's log must show no forbidden request. With `unwatched`, the
+/// operator watches `shop` alone, and the same Store applied in `unwatched`
+/// must get neither a status nor a child.
 fn reconcile_as_service_account(
     root: &Path,
     kubeconfig: &Path,
     kubectl: &impl Fn(&[&str]) -> Command,
+    shop: &str,
+    unwatched: Option<&str>,
 ) -> Result<()> {
     let operator = build_operator(root)?;
     let dir = super::work_dir()?;
@@ -405,30 +522,24 @@ fn reconcile_as_service_account(
     let operator_kubeconfig = dir.join("operator.kubeconfig");
     fs::write(&operator_kubeconfig, as_operator)?;
 
-    // A fresh shop namespace, with volumes for the managed backing stores'
-    // claims (kwok has no volume provisioner).
-    if cmd::succeeds(&mut kubectl(&["get", "namespace", SHOP_NAMESPACE])) {
-        cmd::run(&mut kubectl(&[
-            "delete",
-            "namespace",
-            SHOP_NAMESPACE,
-            "--wait=true",
-            "--timeout=120s",
-        ]))?;
+    // A fresh shop namespace (unless the release binds its rights in it
+    // already), with volumes for the managed backing stores' claims (kwok
+    // has no volume provisioner).
+    if unwatched.is_none() {
+        fresh_namespace(kubectl, shop)?;
     }
-    cmd::run(&mut kubectl(&["create", "namespace", SHOP_NAMESPACE]))?;
     let volumes = dir.join("volumes.json");
-    fs::write(&volumes, volumes_json(SHOP_NAMESPACE, "demo"))?;
+    fs::write(&volumes, volumes_json(shop, "demo"))?;
     cmd::run(&mut kubectl(&[
         "delete",
         "persistentvolumes",
         "-l",
-        &format!("emporium.dev/packaging={SHOP_NAMESPACE}"),
+        &format!("emporium.dev/packaging={shop}"),
         "--ignore-not-found",
     ]))?;
     cmd::run(kubectl(&["create", "-f"]).arg(&volumes))?;
 
-    let log_path = dir.join("operator-as-service-account.log");
+    let log_path = dir.join(format!("operator-as-service-account-{shop}.log"));
     let log = fs::File::create(&log_path)?;
     let mut command = Command::new(&operator);
     command
@@ -441,6 +552,7 @@ fn reconcile_as_service_account(
             "EMPORIUM_OPERATOR_LISTEN",
             format!("127.0.0.1:{}", free_port()?),
         )
+        .env("EMPORIUM_WATCH_NAMESPACES", unwatched.map_or("", |_| shop))
         .env("RUST_LOG", "info,kube=warn")
         .stdin(Stdio::piped())
         .stdout(log.try_clone()?)
@@ -452,10 +564,15 @@ fn reconcile_as_service_account(
     let mut running = Running { child };
 
     let examples = root.join("manifests/examples");
-    for file in ["payment-provider-sandbox.yaml", "store.yaml"] {
-        cmd::run(kubectl(&["apply", "-n", SHOP_NAMESPACE, "-f"]).arg(examples.join(file)))?;
+    for namespace in std::iter::once(shop).chain(unwatched) {
+        for file in ["payment-provider-sandbox.yaml", "store.yaml"] {
+            cmd::run(kubectl(&["apply", "-n", namespace, "-f"]).arg(examples.join(file)))?;
+        }
     }
-    let outcome = wait_ready(kubectl, &mut running);
+    let mut outcome = wait_ready(kubectl, &mut running, shop);
+    if let (Ok(()), Some(other)) = (&outcome, unwatched) {
+        outcome = left_alone(kubectl, other);
+    }
     running.stop();
     let log = fs::read_to_string(&log_path).unwrap_or_default();
     // RBAC's refusals read `… is forbidden: User "system:serviceaccount:…"
@@ -481,8 +598,44 @@ fn reconcile_as_service_account(
     Ok(())
 }
 
-/// Polls the Store, printing each new phase, until Ready.
-fn wait_ready(kubectl: &impl Fn(&[&str]) -> Command, running: &mut Running) -> Result<()> {
+/// A namespace the operator does not watch: its Store and PaymentProvider
+/// have no status and nothing was made for them.
+fn left_alone(kubectl: &impl Fn(&[&str]) -> Command, namespace: &str) -> Result<()> {
+    let statuses = cmd::capture(&mut kubectl(&[
+        "get",
+        "-n",
+        namespace,
+        "store/demo",
+        "paymentprovider/sandbox",
+        "-o",
+        "jsonpath={.items[*].status}",
+    ]))?;
+    let children = cmd::capture(&mut kubectl(&[
+        "get",
+        "-n",
+        namespace,
+        "servicedeployments,statefulsets,jobs,configmaps,services,secrets",
+        "-l",
+        "app.kubernetes.io/managed-by=emporium-operator",
+        "-o",
+        "name",
+    ]))?;
+    if !statuses.trim().is_empty() || !children.trim().is_empty() {
+        bail!(
+            "the operator, watching {WATCHED_NAMESPACE} only, touched {namespace}: statuses `{}`, children `{}`",
+            statuses.trim(),
+            children.trim().replace('\n', " ")
+        );
+    }
+    Ok(())
+}
+
+/// Polls the Store in `namespace`, printing each new phase, until Ready.
+fn wait_ready(
+    kubectl: &impl Fn(&[&str]) -> Command,
+    running: &mut Running,
+    namespace: &str,
+) -> Result<()> {
     let deadline = Instant::now() + STORE_READY;
     let mut last = String::new();
     loop {
@@ -492,7 +645,7 @@ fn wait_ready(kubectl: &impl Fn(&[&str]) -> Command, running: &mut Running) -> R
         let mut get = kubectl(&[
             "get",
             "-n",
-            SHOP_NAMESPACE,
+            namespace,
             "store/demo",
             "-o",
             r#"jsonpath={.status.phase}|{.status.conditions[?(@.type=="Ready")].status}|{.status.conditions[?(@.type=="Ready")].message}"#,
@@ -512,7 +665,7 @@ fn wait_ready(kubectl: &impl Fn(&[&str]) -> Command, running: &mut Running) -> R
             let provider = cmd::capture(&mut kubectl(&[
                 "get",
                 "-n",
-                SHOP_NAMESPACE,
+                namespace,
                 "paymentprovider/sandbox",
                 "-o",
                 r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
@@ -534,19 +687,21 @@ fn wait_ready(kubectl: &impl Fn(&[&str]) -> Command, running: &mut Running) -> R
 
 /// Removes what the install and RBAC checks made (failures leave it for a look).
 fn cleanup(helm: &Path, kubeconfig: &Path, kubectl: &impl Fn(&[&str]) -> Command) {
-    let _ = cmd::status(&mut kubectl(&[
-        "delete",
-        "namespace",
-        SHOP_NAMESPACE,
-        "--wait=false",
-    ]));
-    let _ = cmd::status(&mut kubectl(&[
-        "delete",
-        "persistentvolumes",
-        "-l",
-        &format!("emporium.dev/packaging={SHOP_NAMESPACE}"),
-        "--wait=false",
-    ]));
+    for namespace in [SHOP_NAMESPACE, WATCHED_NAMESPACE, UNWATCHED_NAMESPACE] {
+        let _ = cmd::status(&mut kubectl(&[
+            "delete",
+            "namespace",
+            namespace,
+            "--wait=false",
+        ]));
+        let _ = cmd::status(&mut kubectl(&[
+            "delete",
+            "persistentvolumes",
+            "-l",
+            &format!("emporium.dev/packaging={namespace}"),
+            "--wait=false",
+        ]));
+    }
     let _ = cmd::status(helm_command(helm, kubeconfig).args([
         "uninstall",
         RELEASE,
