@@ -986,6 +986,13 @@ fn machine_busy_ticks() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU over a window, in percent of one core.
+pub(super) struct Shares {
+    /// Per group, in the order the groups were given.
+    pub groups: Vec<(&'static str, f64)>,
+    pub machine: f64,
+}
+
 impl Cpu {
     pub fn new(groups: Vec<Group>) -> Self {
         let ticks_per_second = cmd::capture(Command::new("getconf").arg("CLK_TCK"))
@@ -1035,26 +1042,44 @@ impl Cpu {
     /// core. Processes born in between count from their start; those gone
     /// in between are not counted.
     pub fn report(&self, before: &Sample, after: &Sample) -> String {
+        let shares = self.shares(before, after);
+        let total: f64 = shares.groups.iter().map(|(_, share)| share).sum();
+        // Idle groups (the other setup, say) only make the line longer.
+        let parts: Vec<String> = shares
+            .groups
+            .iter()
+            .filter(|(_, share)| *share >= 0.5)
+            .map(|(label, share)| format!("{label} {share:.0}%"))
+            .collect();
+        format!(
+            "{}  = {total:.0}%; whole machine {:.0}% (others {:.0}%)",
+            parts.join("  "),
+            shares.machine,
+            (shares.machine - total).max(0.0)
+        )
+    }
+
+    /// Each group's CPU and the whole machine's, as shares of one core.
+    pub fn shares(&self, before: &Sample, after: &Sample) -> Shares {
         let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-3);
         let share = |ticks: u64| ticks as f64 / self.ticks_per_second / wall * 100.0;
-        let mut parts = Vec::new();
-        let mut total = 0.0;
-        for (i, g) in self.groups.iter().enumerate() {
-            let ticks: u64 = after.ticks[i]
-                .iter()
-                .map(|(pid, t)| t.saturating_sub(before.ticks[i].get(pid).copied().unwrap_or(0)))
-                .sum();
-            total += share(ticks);
-            // Idle groups (the other setup, say) only make the line longer.
-            if share(ticks) >= 0.5 {
-                parts.push(format!("{} {:.0}%", g.label, share(ticks)));
-            }
+        let groups = self
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let ticks: u64 = after.ticks[i]
+                    .iter()
+                    .map(|(pid, t)| {
+                        t.saturating_sub(before.ticks[i].get(pid).copied().unwrap_or(0))
+                    })
+                    .sum();
+                (g.label, share(ticks))
+            })
+            .collect();
+        Shares {
+            groups,
+            machine: share(after.machine.saturating_sub(before.machine)),
         }
-        let machine = share(after.machine.saturating_sub(before.machine));
-        format!(
-            "{}  = {total:.0}%; whole machine {machine:.0}% (others {:.0}%)",
-            parts.join("  "),
-            (machine - total).max(0.0)
-        )
     }
 }

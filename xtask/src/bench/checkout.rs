@@ -33,8 +33,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::catalog::{
-    ChildPids, Cpu, Group, PgDatabase, RedisDb, Scratch, cache_lookups, clean_stale_databases,
-    cores, exited, explain, psql_lines, require_psql, with_path,
+    ChildPids, Cpu, Group, PgDatabase, RedisDb, Scratch, Shares, cache_lookups,
+    clean_stale_databases, cores, exited, explain, psql_lines, require_psql, with_path,
 };
 use super::processes::{build_emporium, free_port, start, wait_ready};
 use crate::{cmd, provision};
@@ -313,7 +313,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             rate,
             outcomes?,
             commits,
-            cpu.report(&s0, &s1),
+            (cpu.report(&s0, &s1), cpu.shares(&s0, &s1)),
             &service_dbs,
         )
     };
@@ -407,6 +407,13 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         "p99 place→confirmed at half of saturation:   {:>8.1} ms     target <= 250 ms  (server clock; {:.1} ms as customers saw it)",
         halved.server.1, halved.client.1
     );
+    if let Some(line) = cpu_per_order(&saturated.shares, saturated.confirmed_per_sec) {
+        println!(
+            "cpu per confirmed order at saturation: {line}; 300 orders/s would leave {:.1} ms on these {} cores",
+            cores() as f64 * 1000.0 / 300.0,
+            cores()
+        );
+    }
     if let (Some((h0, m0)), Some((h1, m1))) = (lookups_before, lookups_after) {
         let (hits, misses) = (h1 - h0, m1 - m0);
         println!(
@@ -1071,6 +1078,7 @@ struct Phase {
     /// Per database (service), busiest first.
     commits: Vec<(String, f64)>,
     cpu: String,
+    shares: Shares,
 }
 
 impl Phase {
@@ -1079,7 +1087,7 @@ impl Phase {
         rate: Option<f64>,
         (start, end, outcomes): (Instant, Instant, Vec<Outcome>),
         commits: Vec<(String, f64)>,
-        cpu: String,
+        (cpu, shares): (String, Shares),
         dbs: &[(&str, &str)],
     ) -> Result<Self> {
         let window = end.duration_since(start).as_secs_f64();
@@ -1166,6 +1174,7 @@ impl Phase {
             add: (percentile(&mut add, 50.0), percentile(&mut add, 99.0)),
             commits,
             cpu,
+            shares,
         })
     }
 
@@ -1232,5 +1241,65 @@ impl Phase {
             "  cpu (share of one core; `(all)`: the whole server): {}",
             self.cpu
         );
+        if let Some(line) = cpu_per_order(&self.shares, self.confirmed_per_sec) {
+            println!("  cpu per confirmed order: {line}");
+        }
+    }
+}
+
+/// The whole machine's CPU time per confirmed order, and what the backing
+/// servers, the seven services and the customers each took of it:
+/// `10.6 ms = backends 5.9 (postgres 3.7, …) + services 4.1 + …`.
+fn cpu_per_order(shares: &Shares, confirmed_per_sec: f64) -> Option<String> {
+    if confirmed_per_sec <= 0.0 {
+        return None;
+    }
+    // A share of one core, in percent, is 10 ms of CPU per second.
+    let ms = |share: f64| share * 10.0 / confirmed_per_sec;
+    let (mut backends, mut services, mut customers) = (Vec::new(), 0.0, 0.0);
+    for (label, share) in &shares.groups {
+        match label.strip_suffix(" (all)") {
+            Some(server) => backends.push((server, ms(*share))),
+            None if label.starts_with("customers") => customers += ms(*share),
+            None => services += ms(*share),
+        }
+    }
+    let backends_ms: f64 = backends.iter().map(|(_, ms)| ms).sum();
+    let machine = ms(shares.machine);
+    let others = (machine - backends_ms - services - customers).max(0.0);
+    let each: Vec<String> = backends
+        .iter()
+        .map(|(server, ms)| format!("{server} {ms:.1}"))
+        .collect();
+    Some(format!(
+        "{machine:.1} ms = backing servers {backends_ms:.1} ({}) + the seven services {services:.1} \
+         + the customers {customers:.1} + others {others:.1}",
+        each.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_per_order_splits_the_machine_into_servers_services_and_customers() {
+        let shares = Shares {
+            groups: vec![
+                ("orders", 20.0),
+                ("gateway", 10.0),
+                ("postgres (all)", 60.0),
+                ("rabbitmq (all)", 30.0),
+                ("customers (xtask)", 10.0),
+            ],
+            machine: 140.0,
+        };
+        // 100 orders/s: one percent of a core is 0.1 ms per order.
+        assert_eq!(
+            cpu_per_order(&shares, 100.0).unwrap(),
+            "14.0 ms = backing servers 9.0 (postgres 6.0, rabbitmq 3.0) + the seven services 3.0 \
+             + the customers 1.0 + others 1.0"
+        );
+        assert_eq!(cpu_per_order(&shares, 0.0), None);
     }
 }
