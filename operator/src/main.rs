@@ -53,7 +53,8 @@ struct RunArgs {
     /// This replica's identity in the Lease (the pod's name).
     #[arg(long, env = "POD_NAME", value_name = "POD_NAME")]
     identity: Option<String>,
-    /// Objects of one kind reconciled at once.
+    /// Objects of one kind reconciled at once (in each watched namespace,
+    /// when `EMPORIUM_WATCH_NAMESPACES` lists some).
     #[arg(
         long,
         env = "EMPORIUM_OPERATOR_CONCURRENCY",
